@@ -1,0 +1,3 @@
+//! Conduit's VMM: VM lifecycle, vCPUs, CLI and API.
+
+pub mod cli;

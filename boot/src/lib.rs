@@ -1,1 +1,3 @@
-//! boot
+//! Guest boot: memory layout, kernel and initramfs loading, boot parameters, e820 and ACPI.
+
+pub mod layout;

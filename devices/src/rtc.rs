@@ -91,7 +91,7 @@ impl Rtc {
         Some(if self.cmos[REG_B] & B_BINARY != 0 {
             value
         } else {
-            (value / 10) << 4 | value % 10
+            ((value / 10) << 4) | (value % 10)
         })
     }
 }

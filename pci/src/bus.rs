@@ -181,3 +181,98 @@ impl PciBus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host_bridge::HostBridge;
+
+    fn bridge() -> SharedPciDevice {
+        Arc::new(Mutex::new(HostBridge::new()))
+    }
+
+    #[test]
+    fn slots_fill_in_order_and_clash() {
+        let mut bus = PciBus::new();
+        assert_eq!(bus.add_device(bridge()).unwrap().to_string(), "00:00.0");
+        bus.add_device_at(1, 0, bridge()).unwrap();
+        bus.add_device_at(2, 3, bridge()).unwrap();
+        // Device 2 has a function in use, so the next free device is 3.
+        assert_eq!(bus.add_device(bridge()).unwrap().device, 3);
+        assert_eq!(
+            bus.add_device_at(1, 0, bridge()).unwrap_err(),
+            Error::SlotInUse {
+                device: 1,
+                function: 0
+            }
+        );
+        assert_eq!(
+            bus.add_device_at(32, 0, bridge()).unwrap_err(),
+            Error::InvalidSlot {
+                device: 32,
+                function: 0
+            }
+        );
+        assert!(bus.add_device_at(0, 8, bridge()).is_err());
+        let addrs: Vec<String> = bus.addresses().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["00:00.0", "00:01.0", "00:02.3", "00:03.0"]);
+        assert_eq!(bus.devices().count(), 4);
+    }
+
+    #[test]
+    fn bus_fills_up() {
+        let mut bus = PciBus::new();
+        for d in 0..32 {
+            assert_eq!(bus.add_device(bridge()).unwrap().device, d);
+        }
+        assert_eq!(bus.add_device(bridge()).unwrap_err(), Error::BusFull);
+        let gone = PciAddress::new(0, 7, 0).unwrap();
+        assert!(bus.remove_device(gone).is_some());
+        assert!(bus.device(gone).is_none());
+        assert_eq!(bus.add_device(bridge()).unwrap(), gone);
+    }
+
+    #[test]
+    fn dispatch_and_absent_functions() {
+        let mut bus = PciBus::new();
+        bus.add_device(bridge()).unwrap();
+        let here = PciAddress::new(0, 0, 0).unwrap();
+        let mut b = [0u8; 4];
+        bus.read_config(here, 0, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0x0008_1b36);
+        for absent in [
+            PciAddress::new(0, 1, 0).unwrap(),
+            PciAddress::new(0, 0, 1).unwrap(),
+            PciAddress::new(5, 0, 0).unwrap(),
+        ] {
+            bus.read_config(absent, 0, &mut b);
+            assert_eq!(b, [0xff; 4]);
+            assert!(bus.write_config(absent, 4, &[7, 0]).is_empty());
+        }
+        // Writes reach the device.
+        bus.write_config(here, 0x3c, &[0x0a]);
+        let mut l = [0u8; 1];
+        bus.read_config(here, 0x3c, &mut l);
+        assert_eq!(l[0], 0x0a);
+        // Malformed accesses are refused before the device.
+        bus.read_config(here, 3, &mut b[..2]);
+        assert_eq!(&b[..2], &[0xff, 0xff]);
+        bus.read_config(here, 0x1000, &mut l);
+        assert_eq!(l[0], 0xff);
+    }
+
+    #[test]
+    fn poisoned_device_still_answers() {
+        let dev = bridge();
+        let mut bus = PciBus::new();
+        bus.add_device(dev.clone()).unwrap();
+        let _ = std::thread::spawn(move || {
+            let _g = dev.lock().unwrap();
+            panic!("device thread dies holding the lock");
+        })
+        .join();
+        let mut b = [0u8; 2];
+        bus.read_config(PciAddress::new(0, 0, 0).unwrap(), 0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), 0x1b36);
+    }
+}

@@ -153,7 +153,10 @@ pub fn extended_capabilities(config: &[u8]) -> Vec<ExtCapability> {
             break;
         }
         if cap.next < EXT_CAPABILITIES_START {
-            warn!("extended capability at {offset:#x} points back into the header ({:#x}); walk stopped", cap.next);
+            warn!(
+                "extended capability at {offset:#x} points into the header ({:#x}); walk stopped",
+                cap.next
+            );
             break;
         }
         offset = cap.next;
@@ -236,4 +239,131 @@ pub fn decode_bars(config: &[u8]) -> Vec<(u8, BarInfo)> {
         index += if info.kind == BarKind::Mem64 { 2 } else { 1 };
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4 KiB blob with the status capability bit and pointer set.
+    fn blob(first: u8) -> Vec<u8> {
+        let mut c = vec![0u8; 4096];
+        c[usize::from(STATUS)] = STATUS_CAP_LIST as u8;
+        c[usize::from(CAPABILITIES_POINTER)] = first;
+        c
+    }
+
+    fn put_ext(c: &mut [u8], at: usize, id: u16, version: u8, next: u16) {
+        let h = u32::from(id) | u32::from(version) << 16 | u32::from(next) << 20;
+        c[at..at + 4].copy_from_slice(&h.to_le_bytes());
+    }
+
+    #[test]
+    fn standard_list_stops_on_loops_and_bad_pointers() {
+        let mut c = blob(0x40);
+        c[0x40] = 0x01;
+        c[0x41] = 0x50;
+        c[0x50] = 0x05;
+        c[0x51] = 0x40; // back to the first
+        assert_eq!(
+            capabilities(&c),
+            vec![
+                Capability {
+                    id: 1,
+                    offset: 0x40
+                },
+                Capability {
+                    id: 5,
+                    offset: 0x50
+                }
+            ]
+        );
+        // Pointer into the header, pointer at the last byte: stop.
+        c[0x51] = 0x20;
+        assert_eq!(capabilities(&c).len(), 2);
+        c[0x51] = 0xff; // low bits masked: 0xfc is fine, its next (0) ends the list
+        assert_eq!(capabilities(&c).len(), 3);
+        // Self-loop.
+        c[0x41] = 0x40;
+        assert_eq!(capabilities(&c).len(), 1);
+        // No status bit: no list, whatever the pointer says.
+        c[usize::from(STATUS)] = 0;
+        assert!(capabilities(&c).is_empty());
+        // Truncated blobs never panic.
+        assert!(capabilities(&c[..0x30]).is_empty());
+        let mut short = blob(0x40);
+        short.truncate(0x41);
+        short[0x40] = 0x01;
+        assert!(capabilities(&short).is_empty());
+        assert!(capabilities(&[]).is_empty());
+    }
+
+    #[test]
+    fn extended_list_reports_hidden_entries_and_stops_on_loops() {
+        let mut c = blob(0);
+        put_ext(&mut c, 0x100, 0, 0, 0x140);
+        put_ext(&mut c, 0x140, EXT_CAP_ID_AER, 2, 0x200);
+        put_ext(&mut c, 0x200, EXT_CAP_ID_DSN, 1, 0x140); // loop
+        let caps = extended_capabilities(&c);
+        assert_eq!(caps.len(), 3);
+        assert!(caps[0].is_hidden());
+        assert_eq!((caps[1].id, caps[1].version, caps[1].offset), (1, 2, 0x140));
+        assert_eq!(find_extended_capability(&c, EXT_CAP_ID_DSN), Some(0x200));
+        assert_eq!(find_extended_capability(&c, 0), None);
+        // Pointing back below 0x100 ends the walk.
+        put_ext(&mut c, 0x200, EXT_CAP_ID_DSN, 1, 0x0fc);
+        assert_eq!(extended_capabilities(&c).len(), 3);
+        // Pointing past the blob ends the walk.
+        put_ext(&mut c, 0x200, EXT_CAP_ID_DSN, 1, 0xffc);
+        assert_eq!(extended_capabilities(&c[..0x300]).len(), 3);
+        // Empty and all-ones headers: no extended capabilities.
+        put_ext(&mut c, 0x100, 0, 0, 0);
+        assert!(extended_capabilities(&c).is_empty());
+        c[0x100..0x104].fill(0xff);
+        assert!(extended_capabilities(&c).is_empty());
+        assert!(extended_capabilities(&c[..0x100]).is_empty());
+    }
+
+    #[test]
+    fn bar_register_decoding() {
+        assert_eq!(
+            bar_info(0xc000_0000, 0xdead),
+            BarInfo {
+                kind: BarKind::Mem32,
+                prefetchable: false,
+                address: 0xc000_0000
+            }
+        );
+        assert_eq!(
+            bar_info(0x0200_000c, 0x1040),
+            BarInfo {
+                kind: BarKind::Mem64,
+                prefetchable: true,
+                address: 0x1040_0200_0000
+            }
+        );
+        assert_eq!(
+            bar_info(0x0000_c001, 0),
+            BarInfo {
+                kind: BarKind::Io,
+                prefetchable: false,
+                address: 0xc000
+            }
+        );
+        // Legacy below-1M type and the reserved type decode as 32-bit.
+        assert_eq!(bar_info(0x000d_0002, 0).kind, BarKind::Mem32);
+        assert_eq!(bar_info(0x000d_0006, 0).kind, BarKind::Mem32);
+
+        let mut c = vec![0u8; 0x40];
+        c[0x10..0x14].copy_from_slice(&0xc000_0000u32.to_le_bytes());
+        c[0x14..0x18].copy_from_slice(&0x0000_0004u32.to_le_bytes()); // 64-bit at 1
+        c[0x18..0x1c].copy_from_slice(&0x0000_0001u32.to_le_bytes()); // its upper half
+        c[0x24..0x28].copy_from_slice(&0x0000_0004u32.to_le_bytes()); // 64-bit at 5
+        let bars = decode_bars(&c);
+        let idx: Vec<u8> = bars.iter().map(|(i, _)| *i).collect();
+        assert_eq!(idx, [0, 1, 3, 4, 5]);
+        assert_eq!(bars[1].1.address, 1 << 32);
+        assert_eq!(bars[4].1.address, 0);
+        assert!(decode_bars(&c[..0x12]).is_empty());
+    }
 }

@@ -692,3 +692,416 @@ fn set_bytes(dst: &mut [u8], offset: u16, src: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::{capabilities, extended_capabilities, Capability};
+
+    const GIB: u64 = 1 << 30;
+
+    fn space() -> ConfigSpace {
+        ConfigSpace::new(&PciHeader {
+            vendor_id: 0x1234,
+            device_id: 0x5678,
+            revision_id: 2,
+            class_code: 0x03_02_00,
+            subsystem_vendor_id: 0xaaaa,
+            subsystem_id: 0xbbbb,
+            interrupt_pin: 1,
+            multi_function: false,
+        })
+    }
+
+    fn w32(cs: &mut ConfigSpace, off: u16, v: u32) -> ConfigWriteOutcome {
+        cs.write(off, &v.to_le_bytes())
+    }
+
+    fn r32(cs: &ConfigSpace, off: u16) -> u32 {
+        let mut b = [0; 4];
+        cs.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    /// Size as Linux computes it: write all-ones, read back, restore.
+    fn size_bar(cs: &mut ConfigSpace, off: u16, addr_mask: u32) -> u32 {
+        let orig = r32(cs, off);
+        let out = w32(cs, off, u32::MAX);
+        assert!(out.is_empty(), "sizing reported {out:?}");
+        let sz = r32(cs, off);
+        let out = w32(cs, off, orig);
+        assert!(out.is_empty(), "restore reported {out:?}");
+        assert_eq!(r32(cs, off), orig);
+        sz & addr_mask
+    }
+
+    #[test]
+    fn header_fields_and_read_only_ids() {
+        let mut cs = space();
+        assert_eq!(r32(&cs, 0), 0x5678_1234);
+        assert_eq!(r32(&cs, 8), 0x0302_0002);
+        assert_eq!(r32(&cs, 0x2c), 0xbbbb_aaaa);
+        assert_eq!(cs.read_u8(INTERRUPT_PIN), 1);
+        assert_eq!(cs.read_u8(HEADER_TYPE), 0);
+        w32(&mut cs, 0, 0xffff_ffff);
+        w32(&mut cs, 8, 0);
+        assert_eq!(r32(&cs, 0), 0x5678_1234);
+        assert_eq!(r32(&cs, 8), 0x0302_0002);
+        // Interrupt line is the guest's; the pin is not.
+        cs.write(INTERRUPT_LINE, &[0x0b, 0x04]);
+        assert_eq!(cs.interrupt_line(), 0x0b);
+        assert_eq!(cs.read_u8(INTERRUPT_PIN), 1);
+        // Multi-function bit.
+        let mf = ConfigSpace::new(&PciHeader {
+            multi_function: true,
+            ..Default::default()
+        });
+        assert_eq!(mf.read_u8(HEADER_TYPE), 0x80);
+    }
+
+    #[test]
+    fn command_register_bits() {
+        let mut cs = space();
+        cs.write(COMMAND, &0xffffu16.to_le_bytes());
+        assert_eq!(cs.command(), 0x0547);
+        assert!(cs.io_enabled() && cs.memory_enabled());
+        assert!(cs.bus_master_enabled() && cs.intx_disabled());
+        cs.write(COMMAND, &[0x02]);
+        assert!(cs.memory_enabled() && !cs.io_enabled() && !cs.bus_master_enabled());
+        // A byte write to the high byte leaves the low byte alone.
+        cs.write(COMMAND + 1, &[0x00]);
+        assert!(cs.memory_enabled() && !cs.intx_disabled());
+    }
+
+    #[test]
+    fn status_errors_are_rw1c() {
+        let mut cs = space();
+        cs.add_capability(0x09, &[0; 2]).unwrap();
+        cs.set_status_bits(0x8000 | 0x2000 | 0x0100);
+        // Writing 0 clears nothing; writing ones to clean or read-only bits does nothing.
+        cs.write(STATUS, &0u16.to_le_bytes());
+        assert_eq!(cs.read_u16(STATUS), 0xa110);
+        cs.write(STATUS, &0x2000u16.to_le_bytes());
+        assert_eq!(cs.read_u16(STATUS), 0x8110);
+        // A dword write to command+status: command written, status bit 15 cleared.
+        w32(&mut cs, COMMAND, 0x8000_0002);
+        assert_eq!(cs.read_u16(STATUS), 0x0110);
+        assert_eq!(cs.command(), 0x0002);
+        // The capability-list bit survives all-ones.
+        cs.write(STATUS, &0xffffu16.to_le_bytes());
+        assert_eq!(cs.read_u16(STATUS), STATUS_CAP_LIST);
+    }
+
+    #[test]
+    fn mem32_bar_sizing_and_moves() {
+        let mut cs = space();
+        cs.add_bar(
+            0,
+            BarSpec {
+                kind: BarKind::Mem32,
+                prefetchable: false,
+                size: 1 << 20,
+                addr: 0xc000_0000,
+            },
+        )
+        .unwrap();
+        assert_eq!(r32(&cs, BAR0), 0xc000_0000);
+        assert_eq!(size_bar(&mut cs, BAR0, MEM_ADDR_MASK), 0xfff0_0000);
+        // Type bits are read-only.
+        w32(&mut cs, BAR0, 0xc010_000f);
+        assert_eq!(r32(&cs, BAR0), 0xc010_0000);
+        // Decode off: no move yet, the registered address stays.
+        assert_eq!(cs.bars()[0].addr, 0xc000_0000);
+        assert_eq!(cs.bar_address(0), Some(0xc010_0000));
+        // Decode on with a new address: one move.
+        let out = cs.write(COMMAND, &COMMAND_MEMORY.to_le_bytes());
+        assert_eq!(
+            out.bar_moves,
+            vec![BarMove {
+                index: 0,
+                kind: BarKind::Mem32,
+                old_addr: 0xc000_0000,
+                new_addr: 0xc010_0000,
+                size: 1 << 20
+            }]
+        );
+        assert_eq!(cs.bars()[0].addr, 0xc010_0000);
+        // Decode stays on: writing a new address moves at once; rewriting it does not.
+        let out = w32(&mut cs, BAR0, 0xc020_0000);
+        assert_eq!(out.bar_moves.len(), 1);
+        assert_eq!(out.bar_moves[0].old_addr, 0xc010_0000);
+        assert_eq!(out.bar_moves[0].new_addr, 0xc020_0000);
+        assert!(w32(&mut cs, BAR0, 0xc020_0000).is_empty());
+        // Sizing with decode on is not a move either.
+        assert_eq!(size_bar(&mut cs, BAR0, MEM_ADDR_MASK), 0xfff0_0000);
+        assert_eq!(cs.bars()[0].addr, 0xc020_0000);
+        // Toggling decode with the same address: nothing.
+        assert!(cs.write(COMMAND, &[0]).is_empty());
+        assert!(cs.write(COMMAND, &[2]).is_empty());
+    }
+
+    #[test]
+    fn mem64_prefetchable_pair_of_256_gib() {
+        let mut cs = space();
+        let size = 256 * GIB;
+        let addr = 0x100_0000_0000;
+        cs.add_bar(
+            2,
+            BarSpec {
+                kind: BarKind::Mem64,
+                prefetchable: true,
+                size,
+                addr,
+            },
+        )
+        .unwrap();
+        let lo = BAR0 + 8;
+        let hi = BAR0 + 12;
+        assert_eq!(r32(&cs, lo), 0x0000_000c);
+        assert_eq!(r32(&cs, hi), 0x0000_0100);
+        // Size both halves as Linux does.
+        let lo_mask = size_bar(&mut cs, lo, MEM_ADDR_MASK);
+        assert_eq!(lo_mask, 0);
+        let hi_mask = size_bar(&mut cs, hi, u32::MAX);
+        assert_eq!(hi_mask, 0xffff_ffc0);
+        let mask = u64::from(hi_mask) << 32 | u64::from(lo_mask);
+        assert_eq!(!mask + 1, size);
+        // Low sizing read keeps the type bits.
+        w32(&mut cs, lo, u32::MAX);
+        assert_eq!(r32(&cs, lo), 0x0000_000c);
+        w32(&mut cs, lo, 0);
+
+        let bars = cs.bars();
+        assert_eq!(
+            bars,
+            vec![BarRegion {
+                index: 2,
+                kind: BarKind::Mem64,
+                prefetchable: true,
+                addr,
+                size
+            }]
+        );
+        assert_eq!(cs.bar_of_register(hi), Some(2));
+        assert_eq!(cs.bar_of_register(BAR0), None);
+
+        // Move with decode off (as Linux does for 64-bit BARs): reported on decode enable.
+        assert!(w32(&mut cs, lo, 0).is_empty());
+        assert!(w32(&mut cs, hi, 0x200).is_empty());
+        let out = cs.write(COMMAND, &COMMAND_MEMORY.to_le_bytes());
+        assert_eq!(
+            out.bar_moves,
+            vec![BarMove {
+                index: 2,
+                kind: BarKind::Mem64,
+                old_addr: addr,
+                new_addr: 0x200_0000_0000,
+                size
+            }]
+        );
+        // Sizing the high half with decode on: no move.
+        assert_eq!(size_bar(&mut cs, hi, u32::MAX), 0xffff_ffc0);
+        assert_eq!(cs.bars()[0].addr, 0x200_0000_0000);
+    }
+
+    #[test]
+    fn io_bar_follows_io_decode() {
+        let mut cs = space();
+        cs.add_bar(
+            4,
+            BarSpec {
+                kind: BarKind::Io,
+                prefetchable: true, // meaningless for I/O: ignored
+                size: 32,
+                addr: 0x1000,
+            },
+        )
+        .unwrap();
+        let reg = BAR0 + 16;
+        assert_eq!(r32(&cs, reg), 0x1001);
+        assert_eq!(size_bar(&mut cs, reg, IO_ADDR_MASK), 0xffff_ffe0);
+        w32(&mut cs, reg, 0x2000);
+        assert_eq!(r32(&cs, reg), 0x2001);
+        // Memory decode does not move an I/O BAR.
+        assert!(cs.write(COMMAND, &[COMMAND_MEMORY as u8]).is_empty());
+        let out = cs.write(COMMAND, &[(COMMAND_MEMORY | COMMAND_IO) as u8]);
+        assert_eq!(out.bar_moves.len(), 1);
+        assert_eq!(out.bar_moves[0].kind, BarKind::Io);
+        assert_eq!(out.bar_moves[0].new_addr, 0x2000);
+        assert!(!cs.bars()[0].prefetchable);
+    }
+
+    #[test]
+    fn rom_bar_sizing_and_enable() {
+        let mut cs = space();
+        cs.add_rom(64 << 10, 0xc100_0000).unwrap();
+        assert_eq!(r32(&cs, ROM_BAR), 0xc100_0000);
+        // Linux sizes the ROM writing ~enable.
+        assert!(w32(&mut cs, ROM_BAR, 0xffff_fffe).is_empty());
+        assert_eq!(r32(&cs, ROM_BAR), 0xffff_0000);
+        w32(&mut cs, ROM_BAR, 0xc100_0000);
+        cs.write(COMMAND, &[COMMAND_MEMORY as u8]);
+        // New address with the ROM disabled: no move; enabling it moves.
+        assert!(w32(&mut cs, ROM_BAR, 0xc102_0000).is_empty());
+        let out = w32(&mut cs, ROM_BAR, 0xc102_0001);
+        assert_eq!(
+            out.bar_moves,
+            vec![BarMove {
+                index: ROM_BAR_INDEX,
+                kind: BarKind::Mem32,
+                old_addr: 0xc100_0000,
+                new_addr: 0xc102_0000,
+                size: 64 << 10
+            }]
+        );
+        assert_eq!(r32(&cs, ROM_BAR), 0xc102_0001);
+        assert_eq!(cs.bar_address(ROM_BAR_INDEX), Some(0xc102_0000));
+        assert_eq!(cs.bars().last().map(|b| b.index), Some(ROM_BAR_INDEX));
+        // No ROM: the register reads 0 and ignores writes.
+        let mut plain = space();
+        w32(&mut plain, ROM_BAR, u32::MAX);
+        assert_eq!(r32(&plain, ROM_BAR), 0);
+    }
+
+    #[test]
+    fn absent_bars_read_zero_when_sized() {
+        let mut cs = space();
+        for i in 0..6 {
+            assert_eq!(size_bar(&mut cs, BAR0 + 4 * i, u32::MAX), 0);
+        }
+    }
+
+    #[test]
+    fn bar_validation() {
+        let mut cs = space();
+        let spec = |kind, size, addr| BarSpec {
+            kind,
+            prefetchable: false,
+            size,
+            addr,
+        };
+        assert!(matches!(
+            cs.add_bar(5, spec(BarKind::Mem64, 4096, 0)),
+            Err(Error::BarIndex { index: 5, .. })
+        ));
+        assert!(matches!(
+            cs.add_bar(6, spec(BarKind::Mem32, 4096, 0)),
+            Err(Error::BarIndex { index: 6, .. })
+        ));
+        assert!(matches!(
+            cs.add_bar(0, spec(BarKind::Mem32, 3000, 0)),
+            Err(Error::BarSize { .. })
+        ));
+        assert!(matches!(
+            cs.add_bar(0, spec(BarKind::Mem32, 8, 0)),
+            Err(Error::BarSize { .. })
+        ));
+        assert!(matches!(
+            cs.add_bar(0, spec(BarKind::Mem32, 4096, 0x800)),
+            Err(Error::BarAddress { .. })
+        ));
+        assert!(matches!(
+            cs.add_bar(0, spec(BarKind::Mem32, 4096, 1 << 32)),
+            Err(Error::BarAddress { .. })
+        ));
+        assert!(matches!(
+            cs.add_bar(0, spec(BarKind::Mem64, 4096, u64::MAX - 4095)),
+            Err(Error::BarAddress { .. })
+        ));
+        cs.add_bar(1, spec(BarKind::Mem64, 4096, 1 << 40)).unwrap();
+        assert_eq!(
+            cs.add_bar(2, spec(BarKind::Mem32, 4096, 0)),
+            Err(Error::BarInUse { index: 2 })
+        );
+        assert_eq!(
+            cs.add_bar(0, spec(BarKind::Mem64, 4096, 0)),
+            Err(Error::BarInUse { index: 1 })
+        );
+        assert!(matches!(
+            cs.add_rom(1024, 0),
+            Err(Error::BarSize { index: 6, .. })
+        ));
+        cs.add_rom(2048, 0).unwrap();
+        assert_eq!(cs.add_rom(2048, 0), Err(Error::RomInUse));
+    }
+
+    #[test]
+    fn capability_builder_chains() {
+        let mut cs = space();
+        assert_eq!(cs.read_u16(STATUS) & STATUS_CAP_LIST, 0);
+        assert!(capabilities(cs.as_bytes()).is_empty());
+        let a = cs.add_capability(0x01, &[0xaa; 6]).unwrap();
+        let b = cs.add_capability(0x05, &[0xbb; 3]).unwrap();
+        let c = cs.add_capability(0x10, &[]).unwrap();
+        assert_eq!((a, b, c), (0x40, 0x48, 0x50));
+        assert_eq!(cs.read_u8(CAPABILITIES_POINTER), 0x40);
+        assert_ne!(cs.read_u16(STATUS) & STATUS_CAP_LIST, 0);
+        assert_eq!(cs.read_u8(0x42), 0xaa);
+        assert_eq!(
+            capabilities(cs.as_bytes()),
+            vec![
+                Capability {
+                    id: 1,
+                    offset: 0x40
+                },
+                Capability {
+                    id: 5,
+                    offset: 0x48
+                },
+                Capability {
+                    id: 0x10,
+                    offset: 0x50
+                },
+            ]
+        );
+        // Bodies are read-only until made writable.
+        cs.write(0x42, &[0]);
+        assert_eq!(cs.read_u8(0x42), 0xaa);
+        cs.set_writable(0x42, &[0x0f]);
+        cs.write(0x42, &[0x00]);
+        assert_eq!(cs.read_u8(0x42), 0xa0);
+        // Space runs out below 0x100.
+        assert!(matches!(
+            cs.add_capability(0x09, &[0; 0xb0]),
+            Err(Error::CapabilitySpace { id: 0x09, .. })
+        ));
+    }
+
+    #[test]
+    fn extended_capability_builder_chains() {
+        let mut cs = space();
+        assert!(extended_capabilities(cs.as_bytes()).is_empty());
+        let a = cs.add_extended_capability(0x0001, 2, &[0; 0x44]).unwrap();
+        let b = cs
+            .add_extended_capability(0x0003, 1, &[1, 2, 3, 4, 5, 6, 7, 8])
+            .unwrap();
+        assert_eq!((a, b), (0x100, 0x148));
+        let caps = extended_capabilities(cs.as_bytes());
+        assert_eq!(caps.len(), 2);
+        assert_eq!((caps[0].id, caps[0].version, caps[0].next), (1, 2, 0x148));
+        assert_eq!((caps[1].id, caps[1].version, caps[1].next), (3, 1, 0));
+        assert_eq!(cs.read_u8(0x14c), 1);
+        assert!(matches!(
+            cs.add_extended_capability(0x0b, 16, &[]),
+            Err(Error::ExtCapabilityVersion { .. })
+        ));
+        assert!(matches!(
+            cs.add_extended_capability(0x0b, 1, &[0; 0x1000]),
+            Err(Error::ExtCapabilitySpace { .. })
+        ));
+    }
+
+    #[test]
+    fn accesses_past_the_end_never_panic() {
+        let mut cs = space();
+        let mut b = [0u8; 4];
+        cs.read(0xffe, &mut b);
+        assert_eq!(&b[2..], &[0xff, 0xff]);
+        cs.read(0xffff, &mut b);
+        assert_eq!(b, [0xff; 4]);
+        assert!(cs.write(0xffe, &[1, 2, 3, 4]).is_empty());
+        assert!(cs.write(0xffff, &[1]).is_empty());
+        assert!(cs.write(0, &[]).is_empty());
+        assert_eq!(cs.read_u32(0xffe), 0xffff_0000);
+    }
+}

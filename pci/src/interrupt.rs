@@ -3,7 +3,7 @@
 //!
 //! A vector is *armed* when the guest lets it fire (MSI/MSI-X enabled, not function-masked,
 //! not vector-masked) and its message is a valid x86 MSI (address 0xFEEx_xxxx). Only armed
-//! vectors have a route and an irqfd. After every guest change, [`VectorTracker::sync`]
+//! vectors have a route and an irqfd. After every guest change, the vector tracker
 //! compares the wanted state with the armed one and calls, in this order and only when there
 //! is something to do:
 //! 1. [`MsiRoutes::disable`] for every vector that stops firing (drop its irqfd),

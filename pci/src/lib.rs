@@ -47,10 +47,11 @@
 //!
 //! **Interrupts** ([`interrupt`], [`msi`], [`msix`]): the [`MsiRoutes`] trait
 //! ```text
-//! fn disable(&mut self, vectors: &[u16]) -> Result<(), RouteError>;      // drop irqfds
-//! fn set_routes(&mut self, routes: &[VectorRoute]) -> Result<(), RouteError>; // all armed, one commit
-//! fn enable(&mut self, vectors: &[u16]) -> Result<(), RouteError>;       // add irqfds
-//! fn trigger(&mut self, vector: u16) -> Result<(), RouteError>;          // pending → fire once
+//! fn disable(&mut self, vectors: &[u16]) -> Result<(), RouteError>;  // 1. drop irqfds
+//! fn set_routes(&mut self, routes: &[VectorRoute]) -> Result<(), RouteError>;
+//!                                          // 2. all armed vectors, one routing commit
+//! fn enable(&mut self, vectors: &[u16]) -> Result<(), RouteError>;   // 3. add irqfds
+//! fn trigger(&mut self, vector: u16) -> Result<(), RouteError>;      // 4. pending: fire once
 //! ```
 //! called in that order (see [`interrupt`]). [`MsixConfig`] (`new(cap_offset, MsixLayout)`,
 //! `add_to(&mut ConfigSpace, MsixLayout)`, `read_config`/`write_config` overlaying the control
@@ -58,9 +59,10 @@
 //! (`new(cap_offset, MsiLayout)`, `add_to`, `read_config`/`write_config` over the whole
 //! capability, `request_interrupt`).
 //!
-//! **Host config decoding** ([`capabilities`], [`resource`], [`sparse`]):
-//! [`capabilities()`]`(&[u8]) -> Vec<Capability>`, [`extended_capabilities`]`(&[u8]) ->
-//! Vec<ExtCapability>`, [`find_capability`], [`find_extended_capability`],
+//! **Host config decoding** ([`capabilities`](mod@capabilities), [`resource`], [`sparse`]):
+//! [`capabilities()`](fn@capabilities)`(&[u8]) -> Vec<Capability>`,
+//! [`extended_capabilities`]`(&[u8]) -> Vec<ExtCapability>`, [`find_capability`],
+//! [`find_extended_capability`],
 //! [`bar_info`]`(low, high) -> BarInfo`, [`decode_bars`], [`MsixLayout::from_capability`],
 //! [`MsiLayout::from_capability`], [`parse_sysfs_resource`],
 //! [`sparse_areas`]`(bar_size, traps: &[Range<u64>], page_size) -> Result<Vec<Range<u64>>>`.

@@ -331,3 +331,196 @@ impl MsiConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::find_capability;
+    use crate::config_space::PciHeader;
+    use crate::interrupt::testing::{RecordingRoutes, RouteCall};
+    use crate::interrupt::VectorRoute;
+
+    fn layout64() -> MsiLayout {
+        MsiLayout {
+            vectors: 4,
+            is_64bit: true,
+            per_vector_mask: true,
+        }
+    }
+
+    fn write(m: &mut MsiConfig, r: &mut RecordingRoutes, rel: u16, data: &[u8]) {
+        m.write_config(m.cap_offset() + rel, data, r).unwrap();
+    }
+
+    fn read32(m: &MsiConfig, rel: u16) -> u32 {
+        let mut b = [0u8; 4];
+        m.read_config(m.cap_offset() + rel, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn route(v: u16, data: u32) -> VectorRoute {
+        VectorRoute {
+            vector: v,
+            message: MsiMessage {
+                address: 0xfee0_1000,
+                data,
+            },
+        }
+    }
+
+    #[test]
+    fn capability_round_trip() {
+        let mut cs = ConfigSpace::new(&PciHeader::default());
+        let m = MsiConfig::add_to(&mut cs, layout64()).unwrap();
+        let off = find_capability(cs.as_bytes(), CAP_ID_MSI).unwrap();
+        assert_eq!(u16::from(off), m.cap_offset());
+        assert_eq!(
+            MsiLayout::from_capability(cs.as_bytes(), off).unwrap(),
+            layout64()
+        );
+        // MMC = log2(4) = 2, 64-bit, per-vector mask.
+        assert_eq!(
+            m.control(),
+            2 << 1 | MSI_CONTROL_64BIT | MSI_CONTROL_PER_VECTOR_MASK
+        );
+        assert_eq!(layout64().cap_len(), 0x18);
+        let l32 = MsiLayout {
+            vectors: 1,
+            is_64bit: false,
+            per_vector_mask: false,
+        };
+        assert_eq!(l32.cap_len(), 0x0a);
+        assert_eq!(l32.capability_body().len(), 8);
+        assert_eq!(
+            MsiConfig::new(0x50, MsiLayout { vectors: 3, ..l32 }).unwrap_err(),
+            Error::MsiVectors(3)
+        );
+        assert_eq!(
+            MsiConfig::new(0x50, MsiLayout { vectors: 64, ..l32 }).unwrap_err(),
+            Error::MsiVectors(64)
+        );
+    }
+
+    #[test]
+    fn multi_message_routes_and_masks() {
+        let mut r = RecordingRoutes::default();
+        let mut m = MsiConfig::new(0x48, layout64()).unwrap();
+        // Address, upper address, data (vector 0x40), all while disabled: no calls.
+        write(&mut m, &mut r, 4, &0xfee0_1000u32.to_le_bytes());
+        write(&mut m, &mut r, 8, &0u32.to_le_bytes());
+        write(&mut m, &mut r, 0xc, &0x0040u16.to_le_bytes());
+        assert!(r.calls.is_empty());
+        assert_eq!(read32(&m, 4), 0xfee0_1000);
+        // Enable with MME = 2 (4 vectors): each vector's data carries its index.
+        write(
+            &mut m,
+            &mut r,
+            2,
+            &(MSI_CONTROL_ENABLE | 2 << 4).to_le_bytes(),
+        );
+        assert_eq!(m.enabled_vectors(), 4);
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes((0..4).map(|v| route(v, 0x40 + u32::from(v))).collect()),
+                RouteCall::Enable(vec![0, 1, 2, 3]),
+            ]
+        );
+        // Mask vectors 1 and 3.
+        write(&mut m, &mut r, 0x10, &0b1010u32.to_le_bytes());
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::Disable(vec![1, 3]),
+                RouteCall::SetRoutes(vec![route(0, 0x40), route(2, 0x42)]),
+            ]
+        );
+        assert!(m.is_armed(0) && !m.is_armed(1));
+        // Mask bits beyond the offered vectors are read-only.
+        write(&mut m, &mut r, 0x10, &u32::MAX.to_le_bytes());
+        assert_eq!(m.mask_bits(), 0xf);
+        r.take();
+        // Disable MSI.
+        write(&mut m, &mut r, 2, &[0]);
+        assert_eq!(m.enabled_vectors(), 0);
+        assert!(r.calls.is_empty(), "all were masked already: {:?}", r.calls);
+    }
+
+    #[test]
+    fn read_only_bits_and_clamped_mme() {
+        let mut r = RecordingRoutes::default();
+        let mut m = MsiConfig::new(0x48, layout64()).unwrap();
+        let before = m.control();
+        write(&mut m, &mut r, 2, &[0xff, 0xff]);
+        // Enable and MME (7) taken; MMC, 64-bit, PVM kept.
+        assert_eq!(m.control(), before | MSI_CONTROL_ENABLE | 7 << 4);
+        assert_eq!(m.enabled_vectors(), 4, "MME above MMC is capped");
+        // The pending register is read-only for the guest.
+        write(&mut m, &mut r, 0x14, &u32::MAX.to_le_bytes());
+        assert_eq!(m.pending_bits(), 0);
+        // Address bits 1:0 are reserved.
+        write(&mut m, &mut r, 4, &0xfee0_0003u32.to_le_bytes());
+        assert_eq!(read32(&m, 4), 0xfee0_0000);
+        // Bytes before the control word (id/next) are not MSI's: left to the caller.
+        let mut b = [0xaa; 2];
+        m.read_config(0x48, &mut b);
+        assert_eq!(b, [0xaa; 2]);
+    }
+
+    #[test]
+    fn pending_while_masked_fires_on_unmask() {
+        let mut r = RecordingRoutes::default();
+        let mut m = MsiConfig::new(0x48, layout64()).unwrap();
+        write(&mut m, &mut r, 4, &0xfee0_1000u32.to_le_bytes());
+        write(&mut m, &mut r, 0xc, &0x0040u16.to_le_bytes());
+        write(&mut m, &mut r, 0x10, &1u32.to_le_bytes());
+        write(&mut m, &mut r, 2, &MSI_CONTROL_ENABLE.to_le_bytes());
+        assert!(r.take().is_empty(), "single vector, masked");
+        assert!(!m.request_interrupt(0));
+        assert_eq!(read32(&m, 0x14), 1);
+        write(&mut m, &mut r, 0x10, &0u32.to_le_bytes());
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes(vec![route(0, 0x40)]),
+                RouteCall::Enable(vec![0]),
+                RouteCall::Trigger(0),
+            ]
+        );
+        assert_eq!(m.pending_bits(), 0);
+        assert!(m.request_interrupt(0));
+    }
+
+    #[test]
+    fn msi_32bit_layout_and_bad_address() {
+        let mut r = RecordingRoutes::default();
+        let l = MsiLayout {
+            vectors: 1,
+            is_64bit: false,
+            per_vector_mask: false,
+        };
+        let mut m = MsiConfig::new(0x50, l).unwrap();
+        write(&mut m, &mut r, 4, &0x0bad_0000u32.to_le_bytes());
+        write(&mut m, &mut r, 8, &0x0031u16.to_le_bytes());
+        write(&mut m, &mut r, 2, &[1]);
+        assert!(r.calls.is_empty(), "invalid address is not armed");
+        assert!(!m.request_interrupt(0));
+        write(&mut m, &mut r, 4, &0xfee0_0000u32.to_le_bytes());
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes(vec![VectorRoute {
+                    vector: 0,
+                    message: MsiMessage {
+                        address: 0xfee0_0000,
+                        data: 0x31
+                    }
+                }]),
+                RouteCall::Enable(vec![0]),
+            ]
+        );
+        // Writes past the 32-bit capability's end are ignored.
+        write(&mut m, &mut r, 0x0a, &[0xff; 4]);
+        assert_eq!(m.message(0).data, 0x31);
+    }
+}

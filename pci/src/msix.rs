@@ -407,3 +407,360 @@ impl MsixConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::{find_capability, CAP_ID_MSIX};
+    use crate::config_space::PciHeader;
+    use crate::interrupt::testing::{RecordingRoutes, RouteCall};
+    use crate::interrupt::VectorRoute;
+
+    const ADDR: u32 = 0xfee0_0000;
+
+    fn layout(n: u16) -> MsixLayout {
+        MsixLayout {
+            table_size: n,
+            table_bir: 0,
+            table_offset: 0x2000,
+            pba_bir: 0,
+            pba_offset: 0x3000,
+        }
+    }
+
+    fn msix(n: u16) -> MsixConfig {
+        MsixConfig::new(0xb0, layout(n)).unwrap()
+    }
+
+    fn w32(m: &mut MsixConfig, r: &mut RecordingRoutes, off: u64, v: u32) {
+        m.write_table(off, &v.to_le_bytes(), r).unwrap();
+    }
+
+    fn r32(m: &MsixConfig, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        m.read_table(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    /// Programs entry `v` (still masked): address, data = 0x40 + v.
+    fn program(m: &mut MsixConfig, r: &mut RecordingRoutes, v: u64) {
+        let e = v * 16;
+        w32(m, r, e, ADDR | (v as u32) << 12);
+        w32(m, r, e + 4, 0);
+        w32(m, r, e + 8, 0x40 + v as u32);
+    }
+
+    fn route(v: u16) -> VectorRoute {
+        VectorRoute {
+            vector: v,
+            message: MsiMessage {
+                address: u64::from(ADDR | u32::from(v) << 12),
+                data: 0x40 + u32::from(v),
+            },
+        }
+    }
+
+    fn set_control(m: &mut MsixConfig, r: &mut RecordingRoutes, c: u16) {
+        // The guest writes the control word as a word at cap + 2.
+        m.write_config(m.cap_offset() + 2, &c.to_le_bytes(), r)
+            .unwrap();
+    }
+
+    #[test]
+    fn table_starts_masked_and_reads_back() {
+        let mut r = RecordingRoutes::default();
+        let mut m = msix(4);
+        for v in 0..4 {
+            assert_eq!(r32(&m, v * 16 + 12), MSIX_VECTOR_MASKED);
+            assert!(m.is_masked(v as u16));
+        }
+        w32(&mut m, &mut r, 0x10, 0xfee0_1000);
+        w32(&mut m, &mut r, 0x14, 0);
+        w32(&mut m, &mut r, 0x18, 0x4041);
+        assert_eq!(r32(&m, 0x10), 0xfee0_1000);
+        assert_eq!(r32(&m, 0x18), 0x4041);
+        // 8-byte accesses: address pair, data + control.
+        m.write_table(0x20, &0x0000_0001_fee0_2000u64.to_le_bytes(), &mut r)
+            .unwrap();
+        let mut q = [0u8; 8];
+        m.read_table(0x20, &mut q);
+        assert_eq!(u64::from_le_bytes(q), 0x0000_0001_fee0_2000);
+        m.read_table(0x28, &mut q);
+        assert_eq!(u64::from_le_bytes(q), 0x0000_0001_0000_0000);
+        // Reserved vector-control bits are dropped.
+        w32(&mut m, &mut r, 0x1c, 0xffff_fffe);
+        assert_eq!(r32(&m, 0x1c), 0);
+        let e = m.entry(1).unwrap();
+        assert_eq!(e.message().address, 0xfee0_1000);
+        // MSI-X is disabled: nothing was ever armed.
+        assert!(r.calls.is_empty());
+    }
+
+    #[test]
+    fn bad_table_accesses_are_ignored() {
+        let mut r = RecordingRoutes::default();
+        let mut m = msix(2);
+        let before = m.entry(0);
+        // Odd sizes, misaligned, out of range: no panic, no change.
+        m.write_table(0, &[1, 2], &mut r).unwrap();
+        m.write_table(0, &[1, 2, 3], &mut r).unwrap();
+        m.write_table(2, &[1, 2, 3, 4], &mut r).unwrap();
+        m.write_table(4, &[0; 8], &mut r).unwrap();
+        m.write_table(0x20, &[0; 4], &mut r).unwrap();
+        m.write_table(u64::MAX - 3, &[0; 4], &mut r).unwrap();
+        assert_eq!(m.entry(0), before);
+        let mut b = [0u8; 2];
+        m.read_table(0, &mut b);
+        assert_eq!(b, [0xff; 2]);
+        let mut d = [0u8; 4];
+        m.read_table(0x20, &mut d);
+        assert_eq!(d, [0xff; 4]);
+        let mut big = [0u8; 16];
+        m.read_table(0, &mut big);
+        assert_eq!(big, [0xff; 16]);
+        m.read_pba(3, &mut d);
+        assert_eq!(d, [0xff; 4]);
+        m.read_pba(8, &mut d);
+        assert_eq!(d, [0xff; 4]);
+        assert!(!m.request_interrupt(7));
+        assert!(r.calls.is_empty());
+    }
+
+    #[test]
+    fn routes_follow_masks_in_order_and_only_enabled_vectors_are_armed() {
+        let mut r = RecordingRoutes::default();
+        let mut m = msix(8);
+        program(&mut m, &mut r, 0);
+        program(&mut m, &mut r, 2);
+        set_control(&mut m, &mut r, MSIX_CONTROL_ENABLE);
+        assert!(m.enabled());
+        assert!(r.calls.is_empty(), "all vectors masked: nothing armed");
+
+        w32(&mut m, &mut r, 12, 0); // unmask 0
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes(vec![route(0)]),
+                RouteCall::Enable(vec![0])
+            ]
+        );
+        w32(&mut m, &mut r, 0x2c, 0); // unmask 2
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes(vec![route(0), route(2)]),
+                RouteCall::Enable(vec![2])
+            ]
+        );
+        assert!(m.is_armed(0) && m.is_armed(2) && !m.is_armed(1));
+
+        // Function mask: everything off; unmask: everything back.
+        set_control(
+            &mut m,
+            &mut r,
+            MSIX_CONTROL_ENABLE | MSIX_CONTROL_FUNCTION_MASK,
+        );
+        assert_eq!(
+            r.take(),
+            vec![RouteCall::Disable(vec![0, 2]), RouteCall::SetRoutes(vec![])]
+        );
+        assert!(m.is_masked(2));
+        set_control(&mut m, &mut r, MSIX_CONTROL_ENABLE);
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes(vec![route(0), route(2)]),
+                RouteCall::Enable(vec![0, 2])
+            ]
+        );
+
+        // Mask one: disable before the commit that drops its route.
+        w32(&mut m, &mut r, 12, 1);
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::Disable(vec![0]),
+                RouteCall::SetRoutes(vec![route(2)])
+            ]
+        );
+        // Reprogramming an armed vector only re-commits routes.
+        w32(&mut m, &mut r, 0x28, 0x99);
+        let mut moved = route(2);
+        moved.message.data = 0x99;
+        assert_eq!(r.take(), vec![RouteCall::SetRoutes(vec![moved])]);
+        // Writing the same value again: nothing.
+        w32(&mut m, &mut r, 0x28, 0x99);
+        assert!(r.calls.is_empty());
+
+        // Disable MSI-X.
+        set_control(&mut m, &mut r, 0);
+        assert_eq!(
+            r.take(),
+            vec![RouteCall::Disable(vec![2]), RouteCall::SetRoutes(vec![])]
+        );
+        // Rewriting the same control word: nothing.
+        set_control(&mut m, &mut r, 0);
+        assert!(r.calls.is_empty());
+    }
+
+    #[test]
+    fn linux_style_enable_sequence() {
+        // Linux: enable with the function masked, program and unmask entries, then clear the
+        // function mask: the routes are committed once and the irqfds added once.
+        let mut r = RecordingRoutes::default();
+        let mut m = msix(9);
+        set_control(
+            &mut m,
+            &mut r,
+            MSIX_CONTROL_ENABLE | MSIX_CONTROL_FUNCTION_MASK,
+        );
+        for v in [0u64, 1, 5] {
+            program(&mut m, &mut r, v);
+            w32(&mut m, &mut r, v * 16 + 12, 0);
+        }
+        assert!(r.calls.is_empty());
+        set_control(&mut m, &mut r, MSIX_CONTROL_ENABLE);
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes(vec![route(0), route(1), route(5)]),
+                RouteCall::Enable(vec![0, 1, 5])
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_message_address_is_not_armed() {
+        let mut r = RecordingRoutes::default();
+        let mut m = msix(2);
+        set_control(&mut m, &mut r, MSIX_CONTROL_ENABLE);
+        w32(&mut m, &mut r, 0, 0x1234_0000);
+        w32(&mut m, &mut r, 12, 0);
+        assert!(r.calls.is_empty());
+        assert!(!m.is_armed(0));
+        assert!(!m.is_masked(0));
+        assert_eq!(
+            r32(&m, 0),
+            0x1234_0000,
+            "the table still holds what was written"
+        );
+        // Fixing the address arms it.
+        w32(&mut m, &mut r, 0, ADDR);
+        assert_eq!(r.calls.last(), Some(&RouteCall::Enable(vec![0])));
+    }
+
+    #[test]
+    fn pending_bits_and_delivery_on_unmask() {
+        let mut r = RecordingRoutes::default();
+        let mut m = msix(70);
+        set_control(&mut m, &mut r, MSIX_CONTROL_ENABLE);
+        program(&mut m, &mut r, 65);
+        assert!(!m.request_interrupt(65));
+        assert!(m.pending(65));
+        let mut q = [0u8; 8];
+        m.read_pba(8, &mut q);
+        assert_eq!(u64::from_le_bytes(q), 1 << 1);
+        let mut d = [0u8; 4];
+        m.read_pba(8, &mut d);
+        assert_eq!(u32::from_le_bytes(d), 2);
+        m.read_pba(0, &mut q);
+        assert_eq!(u64::from_le_bytes(q), 0);
+        assert_eq!(m.layout().pba_range(), 0x3000..0x3010);
+
+        w32(&mut m, &mut r, 65 * 16 + 12, 0);
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes(vec![route(65)]),
+                RouteCall::Enable(vec![65]),
+                RouteCall::Trigger(65)
+            ]
+        );
+        assert!(!m.pending(65));
+        assert!(m.request_interrupt(65), "armed: deliver now");
+        assert!(!m.pending(65));
+    }
+
+    #[test]
+    fn route_failure_is_reported_and_retried() {
+        let mut r = RecordingRoutes {
+            fail: Some("set_routes"),
+            ..Default::default()
+        };
+        let mut m = msix(1);
+        set_control(&mut m, &mut r, MSIX_CONTROL_ENABLE);
+        program(&mut m, &mut r, 0);
+        assert!(m.write_table(12, &0u32.to_le_bytes(), &mut r).is_err());
+        assert!(!m.is_armed(0));
+        // The next change to the vector retries the commit and the enable.
+        w32(&mut m, &mut r, 12, 0);
+        assert_eq!(
+            r.take(),
+            vec![
+                RouteCall::SetRoutes(vec![route(0)]),
+                RouteCall::Enable(vec![0])
+            ]
+        );
+    }
+
+    #[test]
+    fn capability_in_emulated_config_space() {
+        let mut cs = ConfigSpace::new(&PciHeader::default());
+        let mut r = RecordingRoutes::default();
+        let mut m = MsixConfig::add_to(&mut cs, layout(9)).unwrap();
+        let off = find_capability(cs.as_bytes(), CAP_ID_MSIX).unwrap();
+        assert_eq!(u16::from(off), m.cap_offset());
+        assert_eq!(
+            MsixLayout::from_capability(cs.as_bytes(), off).unwrap(),
+            layout(9)
+        );
+        // A device reads config space, then lets MSI-X overlay the control word.
+        let read = |cs: &ConfigSpace, m: &MsixConfig, at: u16| {
+            let mut b = [0u8; 4];
+            cs.read(at, &mut b);
+            m.read_config(at, &mut b);
+            u32::from_le_bytes(b)
+        };
+        let header = read(&cs, &m, off.into());
+        assert_eq!(header & 0xff, u32::from(CAP_ID_MSIX));
+        assert_eq!(header >> 16, 8);
+        // A byte write to cap + 3 (Linux writes the whole word; either works).
+        m.write_config(u16::from(off) + 3, &[0xc0], &mut r).unwrap();
+        assert_eq!(read(&cs, &m, off.into()) >> 16, 0xc008);
+        assert!(m.enabled() && m.function_masked());
+        // The table size is read-only; writes elsewhere are not MSI-X's.
+        m.write_config(u16::from(off) + 2, &[0xff], &mut r).unwrap();
+        assert_eq!(m.control() & 0x7ff, 8);
+        m.write_config(u16::from(off) + 4, &[0; 4], &mut r).unwrap();
+        assert_eq!(read(&cs, &m, u16::from(off) + 4), 0x2000);
+    }
+
+    #[test]
+    fn layout_validation() {
+        assert_eq!(
+            MsixConfig::new(0x40, layout(0)).unwrap_err(),
+            Error::MsixTableSize(0)
+        );
+        assert_eq!(
+            MsixConfig::new(0x40, layout(2049)).unwrap_err(),
+            Error::MsixTableSize(2049)
+        );
+        let mut bad = layout(4);
+        bad.table_bir = 6;
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::MsixLocation { what: "table", .. })
+        ));
+        let mut bad = layout(4);
+        bad.pba_offset = 0x3004;
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::MsixLocation { what: "PBA", .. })
+        ));
+        assert_eq!(layout(2048).table_range(), 0x2000..0xa000);
+        assert!(matches!(
+            MsixLayout::from_capability(&[0u8; 0x100], 0xfc),
+            Err(Error::CapabilityOffset { .. })
+        ));
+    }
+}

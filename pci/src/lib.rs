@@ -85,6 +85,9 @@ pub mod sparse;
 #[cfg(test)]
 mod h200_tests;
 
+#[cfg(test)]
+mod emulated_tests;
+
 pub use bus::{PciAddress, PciBus, SharedPciDevice};
 pub use capabilities::{
     bar_info, capabilities, decode_bars, extended_capabilities, find_capability,

@@ -1,3 +1,3 @@
-fn main() {
-    std::process::exit(vmm::cli::main());
+fn main() -> std::process::ExitCode {
+    vmm::cli::main()
 }

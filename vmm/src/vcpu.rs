@@ -1,0 +1,199 @@
+//! vCPU threads: register set-up for the boot CPU, and the run loop that dispatches PIO and
+//! MMIO exits to the buses. Everything else (interrupts, timers, HLT) stays inside KVM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use devices::Bus;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::eventfd::EventFd;
+
+/// The PIO and MMIO buses shared by all vCPUs. BAR moves take the write lock between exits.
+#[derive(Default)]
+pub struct IoBuses {
+    /// Port I/O.
+    pub pio: RwLock<Bus>,
+    /// Memory-mapped I/O.
+    pub mmio: RwLock<Bus>,
+}
+
+/// How the guest (or a vCPU) asked the VM to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest powered off.
+    PowerOff,
+    /// The guest asked for a reset (reboot).
+    Reset,
+    /// A vCPU failed; the message is in [`VmEvents::failure`].
+    VcpuFailed,
+}
+
+/// Signals from vCPU threads and devices to the VMM's main loop.
+pub struct VmEvents {
+    /// Guest entered S5 (ACPI) or KVM reported a shutdown system event.
+    pub poweroff: EventFd,
+    /// Guest reset: i8042, triple fault, or a reset system event.
+    pub reset: EventFd,
+    /// A vCPU stopped with an error.
+    pub failed: EventFd,
+    /// The first vCPU failure, for the error message.
+    pub failure: Mutex<Option<String>>,
+    /// Set when the VM is being torn down; vCPU threads leave their loop.
+    pub stop: AtomicBool,
+}
+
+impl VmEvents {
+    /// Fresh, unsignalled events.
+    pub fn new() -> std::io::Result<Self> {
+        let ev = || EventFd::new(libc::EFD_NONBLOCK);
+        Ok(Self {
+            poweroff: ev()?,
+            reset: ev()?,
+            failed: ev()?,
+            failure: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    fn fail(&self, msg: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert(msg);
+        }
+        signal(&self.failed);
+    }
+}
+
+fn signal(evt: &EventFd) {
+    if let Err(e) = evt.write(1) {
+        log::error!("cannot signal the VMM main loop: {e}");
+    }
+}
+
+/// Signal used to kick vCPU threads out of KVM_RUN at teardown.
+pub fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) handler of the kick signal so it interrupts KVM_RUN with EINTR.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick)
+}
+
+/// What the loop did with one exit.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+fn handle_exit(index: u32, exit: VcpuExit<'_>, buses: &IoBuses, events: &VmEvents) -> Flow {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if !read_lock(&buses.pio).read(u64::from(port), data) {
+                data.fill(0xff);
+            }
+        }
+        VcpuExit::IoOut(port, data) => {
+            read_lock(&buses.pio).write(u64::from(port), data);
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !read_lock(&buses.mmio).read(addr, data) {
+                data.fill(0xff);
+            }
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            read_lock(&buses.mmio).write(addr, data);
+        }
+        VcpuExit::Shutdown => {
+            // A triple fault: on a PC that resets the machine.
+            signal(&events.reset);
+            return Flow::Stop;
+        }
+        VcpuExit::SystemEvent(kind, _) => {
+            match kind {
+                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => signal(&events.poweroff),
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => signal(&events.reset),
+                other => events.fail(format!("vCPU {index}: unexpected system event {other}")),
+            }
+            return Flow::Stop;
+        }
+        VcpuExit::FailEntry(reason, cpu) => {
+            events.fail(format!(
+                "vCPU {index}: KVM could not enter the guest (hardware entry failure reason {reason:#x} on host CPU {cpu})"
+            ));
+            return Flow::Stop;
+        }
+        VcpuExit::InternalError => {
+            events.fail(format!(
+                "vCPU {index}: KVM internal error (emulation failure)"
+            ));
+            return Flow::Stop;
+        }
+        other => {
+            events.fail(format!("vCPU {index}: unexpected exit {other:?}"));
+            return Flow::Stop;
+        }
+    }
+    Flow::Continue
+}
+
+fn read_lock(bus: &RwLock<Bus>) -> std::sync::RwLockReadGuard<'_, Bus> {
+    bus.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `vcpu` until the guest stops it, a fatal exit, or `events.stop`.
+pub fn run_loop(index: u32, mut vcpu: VcpuFd, buses: &IoBuses, events: &VmEvents) {
+    while !events.stop.load(Ordering::Acquire) {
+        match vcpu.run() {
+            Ok(exit) => {
+                if let Flow::Stop = handle_exit(index, exit, buses, events) {
+                    break;
+                }
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+            }
+            Err(e) => {
+                events.fail(format!("vCPU {index}: KVM_RUN failed: {e}"));
+                break;
+            }
+        }
+    }
+}
+
+/// Starts vCPU threads named `vcpu<N>`.
+pub fn spawn_all(
+    vcpus: Vec<VcpuFd>,
+    buses: Arc<IoBuses>,
+    events: Arc<VmEvents>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::with_capacity(vcpus.len());
+    for (i, vcpu) in vcpus.into_iter().enumerate() {
+        let (buses, events) = (buses.clone(), events.clone());
+        let index = i as u32;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || run_loop(index, vcpu, &buses, &events))?,
+        );
+    }
+    Ok(threads)
+}
+
+/// Stops and joins vCPU threads, kicking them out of KVM_RUN until they leave.
+pub fn stop_all(threads: Vec<JoinHandle<()>>, events: &VmEvents) {
+    use std::os::unix::thread::JoinHandleExt;
+    events.stop.store(true, Ordering::Release);
+    for t in threads {
+        while !t.is_finished() {
+            // SAFETY: the pthread id belongs to a thread we spawned and have not joined yet.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if t.join().is_err() {
+            log::error!("a vCPU thread panicked");
+        }
+    }
+}

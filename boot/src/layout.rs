@@ -62,3 +62,27 @@ pub const PCI_CONFIG_IO_PORT: u16 = 0xcf8;
 pub const PCI_IO_START: u16 = 0x1000;
 /// Size of the PCI I/O window.
 pub const PCI_IO_SIZE: u16 = 0xf000;
+
+/// Page-directory-pointer table of the boot page tables (follows the PML4).
+pub const PDPT_START: u64 = PML4_START + 0x1000;
+/// First of the four page directories (one per GiB of the identity-mapped 4 GiB).
+pub const PD_START: u64 = PDPT_START + 0x1000;
+/// Number of 8-byte descriptors in the boot GDT (it ends where the boot IDT begins).
+pub const BOOT_GDT_ENTRIES: usize = ((BOOT_IDT_START - BOOT_GDT_START) / 8) as usize;
+
+/// Smallest guest RAM `MemoryLayout::plan` accepts.
+pub const MIN_RAM_SIZE: u64 = 64 << 20;
+/// The 64-bit PCI window starts on this boundary above the end of RAM.
+pub const PCI_MMIO64_ALIGN: u64 = 1 << 30;
+/// Smallest 64-bit PCI window `MemoryLayout::plan` accepts.
+pub const PCI_MMIO64_MIN_SIZE: u64 = 1 << 30;
+/// Top of the guest-physical address space kept out of the 64-bit PCI window (room for
+/// VMM-private MMIO that must never collide with a BAR).
+pub const PCI_MMIO64_TOP_RESERVE: u64 = 1 << 30;
+
+/// SLP_TYP value of the `\_S5_` object for PM1a and PM1b: the guest powers off by writing
+/// `(S5_SLP_TYP << 10) | PM1_CNT_SLP_EN` to the PM1a control register, so the PM device
+/// recognises S5 as `(value >> 10) & 7 == S5_SLP_TYP` with `value & PM1_CNT_SLP_EN != 0`.
+pub const S5_SLP_TYP: u16 = 5;
+/// SLP_EN bit of the PM1 control register.
+pub const PM1_CNT_SLP_EN: u16 = 1 << 13;

@@ -35,7 +35,7 @@ fn io_register(port: u16, len: u8) -> GAS {
 ///
 /// Reset: no RESET_REG (`RESET_REG_SUP` clear). Linux's default reboot order then falls
 /// back to the keyboard controller, i.e. 0xFE written to port 0x64, which the vmm's i8042
-/// emulates as the reset line.
+/// emulates as the reset line (that path does not look at the IAPC_BOOT_ARCH 8042 flag).
 ///
 /// Power button: fixed-feature (`PWR_BUTTON` clear), reported through PWRBTN_STS (bit 8)
 /// of PM1 status. Sleep button: absent (`SLP_BUTTON` set). No PM timer, no GPE blocks.

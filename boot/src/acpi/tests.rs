@@ -138,7 +138,7 @@ fn fadt_is_legacy_fixed_hardware() {
     assert_eq!(flags & (1 << 10), 0, "no reset register (i8042 resets)");
     assert_eq!(flags & (1 << 20), 0, "not hardware-reduced");
     let boot_arch = u16_at(f, 109);
-    assert_ne!(boot_arch & (1 << 1), 0, "8042 present");
+    assert_eq!(boot_arch & (1 << 1), 0, "8042 not declared by default");
     assert_ne!(boot_arch & (1 << 2), 0, "VGA not present");
     assert_eq!(boot_arch & (1 << 3), 0, "MSI allowed");
     assert_eq!(boot_arch & (1 << 5), 0, "CMOS RTC present by default");
@@ -152,15 +152,16 @@ fn fadt_is_legacy_fixed_hardware() {
 }
 
 #[test]
-fn fadt_without_rtc_or_i8042() {
+fn fadt_boot_arch_follows_config() {
     let (l, m) = guest(512 << 20, 40);
     let mut cfg = AcpiConfig::new(1, &l);
     cfg.cmos_rtc = false;
-    cfg.i8042 = false;
+    cfg.i8042 = true;
     let t = walk(&m, write_tables(&m, &cfg).unwrap());
     let boot_arch = u16_at(&t.fadt, 109);
     assert_ne!(boot_arch & (1 << 5), 0, "CMOS RTC not present");
-    assert_eq!(boot_arch & (1 << 1), 0, "no 8042");
+    assert_ne!(boot_arch & (1 << 1), 0, "8042 present");
+    assert_ne!(boot_arch & (1 << 2), 0, "VGA not present");
 }
 
 #[test]
@@ -467,7 +468,8 @@ fn iasl_disassembles_the_tables() {
                 "Control Method Power Button (V1) : 0",
                 "Control Method Sleep Button (V1) : 1",
                 "Hardware Reduced (V5) : 0",
-                "8042 Present on ports 60/64 (V2) : 1",
+                "8042 Present on ports 60/64 (V2) : 0",
+                "CMOS RTC Not Present (V5) : 0",
             ] {
                 assert!(dsl.contains(want), "{want} not in disassembly:\n{dsl}");
             }

@@ -7,6 +7,8 @@ pub mod i8042;
 pub mod rtc;
 pub mod serial;
 pub mod trigger;
+pub mod vfio;
+pub mod vm_hooks;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use trigger::EventFdTrigger;

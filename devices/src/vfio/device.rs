@@ -1,0 +1,452 @@
+//! A host PCI function passed through with VFIO, as the guest's PCI bus sees it.
+//!
+//! Config space: reads come from the device, with the BAR/ROM registers answered by a shadow
+//! (sizing included), the MSI-X control word virtualized, MSI and INTx hidden (the device is
+//! driven through MSI-X), and extended capabilities we cannot support turned into null
+//! entries. Writes to the shadowed registers stay here; the rest go to the device.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use pci::{
+    BarKind, BarRegion, BarSpec, ConfigSpace, ConfigWriteOutcome, MsixConfig, MsixLayout,
+    PciDevice, PciHeader,
+};
+use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
+
+use super::bars::{mappable_areas, BarError, BarMapping};
+use super::group::HostDevice;
+use super::irq::{MsixVectors, VfioIrqSetter, MSIX_IRQ_INDEX};
+use crate::vm_hooks::{IrqRouting, MemslotMapper};
+
+const CONFIG_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
+const ROM_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_ROM_REGION_INDEX;
+const REGION_FLAG_MMAP: u32 = vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_MMAP;
+const IRQ_INFO_NORESIZE: u32 = vfio_bindings::bindings::vfio::VFIO_IRQ_INFO_NORESIZE;
+const CAP_ID_MSI: u8 = 0x05;
+const CAP_ID_MSIX: u8 = 0x11;
+const BARS: Range<u16> = 0x10..0x28;
+const ROM_REG: Range<u16> = 0x30..0x34;
+const COMMAND: Range<u16> = 0x04..0x08;
+const INTERRUPT_PIN: u16 = 0x3d;
+const PAGE_SIZE: u64 = 4096;
+
+/// Extended capabilities a guest must not see on a passthrough function: they describe
+/// host-side resources (SR-IOV VFs, ATS/PRI/PASID with the host IOMMU, resizable BARs whose
+/// size the VMM fixed) or need emulation we do not provide.
+const HIDDEN_EXT_CAPS: &[u16] = &[
+    0x000f, // ATS
+    0x0010, // SR-IOV
+    0x0012, // Multicast
+    0x0013, // Page Request (PRI)
+    0x0015, // Resizable BAR
+    0x001b, // PASID
+    0x001d, // DPC
+    0x0024, // VF Resizable BAR
+];
+
+/// Errors while attaching a passthrough device.
+#[derive(Debug, thiserror::Error)]
+pub enum VfioPciError {
+    /// The device's config space is unusable.
+    #[error("{device}: {reason}")]
+    Config {
+        /// Device address.
+        device: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No room for a BAR in the guest's PCI windows.
+    #[error("{device}: no room for BAR{bar} ({size:#x} bytes) in the guest's {window} PCI window")]
+    NoBarSpace {
+        /// Device address.
+        device: String,
+        /// BAR index.
+        bar: u8,
+        /// Size.
+        size: u64,
+        /// Which window.
+        window: &'static str,
+    },
+    /// Mapping a BAR.
+    #[error(transparent)]
+    Bar(#[from] BarError),
+    /// Eventfds for the vectors.
+    #[error("{device}: cannot create MSI-X eventfds: {source}")]
+    EventFd {
+        /// Device address.
+        device: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Chooses the guest address of a BAR (kind, size, prefetchable) → address.
+pub type BarPlacer<'a> = dyn FnMut(BarKind, u64, bool) -> Option<u64> + 'a;
+
+struct Msix {
+    config: MsixConfig,
+    vectors: MsixVectors,
+    table_bar: u8,
+    pba_bar: u8,
+}
+
+/// A passthrough PCI function.
+pub struct VfioPciDevice {
+    name: String,
+    vfio: Arc<VfioDevice>,
+    shadow: ConfigSpace,
+    /// Byte overrides of the device's config space (capability links, hidden entries).
+    overrides: BTreeMap<u16, u8>,
+    msix: Option<Msix>,
+    /// Config bytes of the hidden MSI capability (writes dropped).
+    msi_range: Option<Range<u16>>,
+    mappings: Vec<BarMapping>,
+    mapper: Arc<dyn MemslotMapper>,
+}
+
+fn read_u32(cfg: &[u8], at: usize) -> u32 {
+    cfg.get(at..at + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+impl VfioPciDevice {
+    /// Resets the device, reads its config space, places its BARs with `place`, maps them
+    /// and prepares MSI-X.
+    pub fn new(
+        host: &HostDevice,
+        vfio: Arc<VfioDevice>,
+        routing: Arc<dyn IrqRouting>,
+        mapper: Arc<dyn MemslotMapper>,
+        place: &mut BarPlacer<'_>,
+    ) -> Result<Self, VfioPciError> {
+        let name = host.address.clone();
+        let cfg_err = |reason: String| VfioPciError::Config {
+            device: name.clone(),
+            reason,
+        };
+        vfio.reset();
+        let cfg_size = vfio.get_region_size(CONFIG_REGION).min(4096) as usize;
+        if cfg_size < 64 {
+            return Err(cfg_err(format!("config region is only {cfg_size} bytes")));
+        }
+        let mut raw = vec![0u8; 4096];
+        vfio.region_read(CONFIG_REGION, &mut raw[..cfg_size], 0);
+        let header = PciHeader {
+            vendor_id: u16::from_le_bytes([raw[0], raw[1]]),
+            device_id: u16::from_le_bytes([raw[2], raw[3]]),
+            revision_id: raw[8],
+            class_code: read_u32(&raw, 8) >> 8,
+            subsystem_vendor_id: u16::from_le_bytes([raw[0x2c], raw[0x2d]]),
+            subsystem_id: u16::from_le_bytes([raw[0x2e], raw[0x2f]]),
+            interrupt_pin: 0,
+            multi_function: false,
+        };
+        if header.vendor_id == 0xffff {
+            return Err(cfg_err(
+                "config space reads all-ones: the device is not responding".into(),
+            ));
+        }
+        let mut shadow = ConfigSpace::new(&header);
+        let mut region_offsets = BTreeMap::new();
+        let mut bar_specs = Vec::new();
+        for (index, info) in pci::decode_bars(&raw) {
+            let size = vfio.get_region_size(u32::from(index));
+            if size == 0 {
+                continue;
+            }
+            let size = size.next_power_of_two();
+            let window = match info.kind {
+                BarKind::Io => "I/O",
+                BarKind::Mem32 => "32-bit",
+                BarKind::Mem64 => "64-bit",
+            };
+            let addr =
+                place(info.kind, size, info.prefetchable).ok_or(VfioPciError::NoBarSpace {
+                    device: name.clone(),
+                    bar: index,
+                    size,
+                    window,
+                })?;
+            shadow
+                .add_bar(
+                    index,
+                    BarSpec {
+                        kind: info.kind,
+                        prefetchable: info.prefetchable,
+                        size,
+                        addr,
+                    },
+                )
+                .map_err(|e| cfg_err(format!("BAR{index}: {e}")))?;
+            region_offsets.insert(index, vfio.get_region_offset(u32::from(index)));
+            bar_specs.push((index, info.kind, size, addr));
+        }
+        let rom_size = vfio.get_region_size(ROM_REGION);
+        if rom_size > 0 {
+            let size = rom_size.next_power_of_two().max(2048);
+            if let Some(addr) = place(BarKind::Mem32, size, false) {
+                shadow
+                    .add_rom(size, addr)
+                    .map_err(|e| cfg_err(format!("ROM: {e}")))?;
+                region_offsets.insert(pci::ROM_BAR_INDEX, vfio.get_region_offset(ROM_REGION));
+            }
+        }
+
+        // Capability chain without MSI; MSI-X virtualized.
+        let mut overrides = BTreeMap::new();
+        let caps = pci::capabilities(&raw);
+        let kept: Vec<u8> = caps
+            .iter()
+            .filter(|c| c.id != CAP_ID_MSI)
+            .map(|c| c.offset)
+            .collect();
+        let msi_range = caps.iter().find(|c| c.id == CAP_ID_MSI).map(|c| {
+            let start = u16::from(c.offset);
+            start..start + 24
+        });
+        if msi_range.is_some() {
+            overrides.insert(0x34, kept.first().copied().unwrap_or(0));
+            for (i, off) in kept.iter().enumerate() {
+                overrides.insert(u16::from(*off) + 1, kept.get(i + 1).copied().unwrap_or(0));
+            }
+        }
+        overrides.insert(INTERRUPT_PIN, 0);
+        for ext in pci::extended_capabilities(&raw[..cfg_size]) {
+            if HIDDEN_EXT_CAPS.contains(&ext.id) {
+                let hdr = u32::from(ext.next) << 20; // id 0, version 0, same next
+                for (k, b) in hdr.to_le_bytes().iter().enumerate() {
+                    overrides.insert(ext.offset + k as u16, *b);
+                }
+            }
+        }
+
+        let msix = match pci::find_capability(&raw, CAP_ID_MSIX) {
+            Some(off) => {
+                let layout = MsixLayout::from_capability(&raw, off)
+                    .map_err(|e| cfg_err(format!("MSI-X capability: {e}")))?;
+                let config = MsixConfig::new(u16::from(off), layout)
+                    .map_err(|e| cfg_err(format!("MSI-X capability: {e}")))?;
+                let resizable = vfio
+                    .get_irq_info(MSIX_IRQ_INDEX)
+                    .is_some_and(|i| i.flags & IRQ_INFO_NORESIZE == 0);
+                let vectors = MsixVectors::new(
+                    &name,
+                    layout.table_size,
+                    routing,
+                    Box::new(VfioIrqSetter(vfio.clone())),
+                    resizable,
+                )
+                .map_err(|source| VfioPciError::EventFd {
+                    device: name.clone(),
+                    source,
+                })?;
+                Some(Msix {
+                    config,
+                    vectors,
+                    table_bar: layout.table_bir,
+                    pba_bar: layout.pba_bir,
+                })
+            }
+            None => None,
+        };
+
+        // mmap every mappable BAR area, leaving the MSI-X pages to trap.
+        let mut mappings = Vec::new();
+        for (index, kind, _size, addr) in bar_specs {
+            let flags = vfio.get_region_flags(u32::from(index));
+            if kind == BarKind::Io || flags & REGION_FLAG_MMAP == 0 {
+                continue;
+            }
+            let sparse: Option<Vec<Range<u64>>> = vfio
+                .get_region_caps(u32::from(index))
+                .iter()
+                .find_map(|c| match c {
+                    VfioRegionInfoCap::SparseMmap(s) => Some(
+                        s.areas
+                            .iter()
+                            .map(|a| a.offset..a.offset + a.size)
+                            .collect(),
+                    ),
+                    _ => None,
+                });
+            let mut traps = Vec::new();
+            if let Some(m) = &msix {
+                let l = m.config.layout();
+                if l.table_bir == index {
+                    traps.push(l.table_range());
+                }
+                if l.pba_bir == index {
+                    traps.push(l.pba_range());
+                }
+            }
+            let region_size = vfio.get_region_size(u32::from(index));
+            let areas = mappable_areas(region_size, sparse.as_deref(), &traps, PAGE_SIZE);
+            if areas.is_empty() {
+                continue;
+            }
+            use std::os::fd::AsRawFd;
+            let mut m = BarMapping::mmap(
+                &name,
+                vfio.as_raw_fd(),
+                index,
+                region_offsets[&index],
+                &areas,
+            )?;
+            m.install(&name, addr, &mapper)?;
+            mappings.push(m);
+        }
+
+        Ok(Self {
+            name,
+            vfio,
+            shadow,
+            overrides,
+            msix,
+            msi_range,
+            mappings,
+            mapper,
+        })
+    }
+
+    /// Host address of the device (for errors and `vm.info`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// MSI-X vectors armed on the host.
+    pub fn armed_vectors(&self) -> Vec<u16> {
+        self.msix
+            .as_ref()
+            .map(|m| m.vectors.armed())
+            .unwrap_or_default()
+    }
+
+    fn move_bars(&mut self, outcome: &ConfigWriteOutcome) {
+        for mv in &outcome.bar_moves {
+            if let Some(m) = self.mappings.iter_mut().find(|m| m.index == mv.index) {
+                if let Err(e) = m.install(&self.name, mv.new_addr, &self.mapper) {
+                    log::warn!("{e}");
+                }
+            }
+        }
+    }
+
+    fn region_of(&self, bar: u8) -> u32 {
+        if bar == pci::ROM_BAR_INDEX {
+            ROM_REGION
+        } else {
+            u32::from(bar)
+        }
+    }
+}
+
+fn overlaps(offset: u16, len: usize, r: &Range<u16>) -> bool {
+    offset < r.end && offset + len as u16 > r.start
+}
+
+impl PciDevice for VfioPciDevice {
+    fn read_config(&mut self, offset: u16, data: &mut [u8]) {
+        if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
+            self.shadow.read(offset, data);
+            return;
+        }
+        self.vfio
+            .region_read(CONFIG_REGION, data, u64::from(offset));
+        for (i, b) in data.iter_mut().enumerate() {
+            if let Some(v) = self.overrides.get(&(offset + i as u16)) {
+                *b = *v;
+            }
+        }
+        if let Some(m) = &self.msix {
+            m.config.read_config(offset, data);
+        }
+    }
+
+    fn write_config(&mut self, offset: u16, data: &[u8]) -> ConfigWriteOutcome {
+        if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
+            let outcome = self.shadow.write(offset, data);
+            self.move_bars(&outcome);
+            return outcome;
+        }
+        if let Some(m) = &mut self.msix {
+            let ctl = m.config.cap_offset() + 2..m.config.cap_offset() + 4;
+            if overlaps(offset, data.len(), &ctl) {
+                if let Err(e) = m.config.write_config(offset, data, &mut m.vectors) {
+                    log::warn!("{e}");
+                }
+                return ConfigWriteOutcome::default();
+            }
+        }
+        if self
+            .msi_range
+            .as_ref()
+            .is_some_and(|r| overlaps(offset, data.len(), r))
+        {
+            return ConfigWriteOutcome::default();
+        }
+        let mut outcome = ConfigWriteOutcome::default();
+        if overlaps(offset, data.len(), &COMMAND) {
+            outcome = self.shadow.write(offset, data);
+            self.move_bars(&outcome);
+        }
+        self.vfio
+            .region_write(CONFIG_REGION, data, u64::from(offset));
+        outcome
+    }
+
+    fn bars(&self) -> Vec<BarRegion> {
+        self.shadow.bars()
+    }
+
+    fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
+        if let Some(m) = &self.msix {
+            let l = m.config.layout();
+            if bar == m.table_bar && l.table_range().contains(&offset) {
+                m.config.read_table(offset - l.table_range().start, data);
+                return;
+            }
+            if bar == m.pba_bar && l.pba_range().contains(&offset) {
+                m.config.read_pba(offset - l.pba_range().start, data);
+                return;
+            }
+        }
+        self.vfio.region_read(self.region_of(bar), data, offset);
+    }
+
+    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+        if let Some(m) = &mut self.msix {
+            let l = *m.config.layout();
+            if bar == m.table_bar && l.table_range().contains(&offset) {
+                if let Err(e) =
+                    m.config
+                        .write_table(offset - l.table_range().start, data, &mut m.vectors)
+                {
+                    log::warn!("{e}");
+                }
+                return;
+            }
+            if bar == m.pba_bar && l.pba_range().contains(&offset) {
+                return; // the PBA is read-only
+            }
+        }
+        if bar == pci::ROM_BAR_INDEX {
+            return;
+        }
+        self.vfio.region_write(self.region_of(bar), data, offset);
+    }
+}
+
+impl Drop for VfioPciDevice {
+    fn drop(&mut self) {
+        if let Some(m) = &mut self.msix {
+            m.vectors.shutdown();
+        }
+        for m in &mut self.mappings {
+            m.remove(&self.mapper);
+        }
+        self.mappings.clear();
+        self.vfio.reset();
+    }
+}

@@ -1,0 +1,35 @@
+//! What devices need from the VM, as small traits the vmm implements over KVM, so that the
+//! device code unit-tests without /dev/kvm.
+
+use pci::MsiMessage;
+use vmm_sys_util::eventfd::EventFd;
+
+/// A failed KVM operation, with what was attempted.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HookError(pub String);
+
+/// GSI routes and irqfds: how an eventfd becomes a guest MSI without waking the VMM.
+pub trait IrqRouting: Send + Sync {
+    /// Reserves a GSI for an MSI route.
+    fn allocate_gsi(&self) -> Result<u32, HookError>;
+    /// Returns a GSI no longer used.
+    fn release_gsi(&self, gsi: u32);
+    /// Sets (adds or replaces) the MSI routes in `set` and removes the GSIs in `remove`, in
+    /// one commit of the VM-wide routing table.
+    fn update_msi_routes(&self, set: &[(u32, MsiMessage)], remove: &[u32])
+        -> Result<(), HookError>;
+    /// Makes a write to `evt` inject `gsi`.
+    fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), HookError>;
+    /// Undoes [`Self::register_irqfd`].
+    fn unregister_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), HookError>;
+}
+
+/// KVM memslots for host memory the guest accesses directly (mmapped device BARs).
+pub trait MemslotMapper: Send + Sync {
+    /// Maps `size` bytes of host memory at `host_addr` at guest-physical `gpa`; returns the
+    /// slot. The caller keeps the host mapping alive until [`Self::unmap`].
+    fn map(&self, gpa: u64, size: u64, host_addr: u64) -> Result<u32, HookError>;
+    /// Removes a slot created by [`Self::map`].
+    fn unmap(&self, slot: u32) -> Result<(), HookError>;
+}

@@ -1,0 +1,137 @@
+# Rig set-up on L0 (sourced by tests/rig/run; bash). Everything here is idempotent
+# and cached under $RIG_DIR; callers hold the set-up lock.
+
+# Debian packages the rig needs on L0. bookworm's qemu-system-x86 (7.2) makes apt
+# remove a newer qemu-utils (backports' 10.0 on the project's machines), so
+# qemu-utils is listed too: qemu-img stays available, in the matching version.
+RIG_PACKAGES=(qemu-system-x86 qemu-utils busybox-static kmod cpio)
+# L1 initramfs modules (with their dependencies); L2's are for the guest drivers.
+L1_MODULES=(kvm_amd vfio_pci vfio_iommu_type1 virtio_pci 9pnet_virtio 9p)
+L2_MODULES=(nvme e1000e)
+
+APT_UPDATED=0
+apt_update_once() {
+    [ "$APT_UPDATED" = 1 ] && return 0
+    # A failing third-party source must not stop the rig: judge by what installs.
+    run_logged timeout 300 apt-get update || log "apt-get update reported errors (ignored)"
+    APT_UPDATED=1
+}
+
+# Install the Debian packages that are missing (needs root).
+setup_packages() {
+    local missing=() p
+    for p in "${RIG_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} = 0 ] && return 0
+    [ "$(id -u)" = 0 ] || { log "missing packages ${missing[*]} and not root"; return 1; }
+    log "installing ${missing[*]}"
+    apt_update_once
+    export DEBIAN_FRONTEND=noninteractive
+    run_logged timeout 900 apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# The stock Debian kernel (what linux-image-amd64 depends on), extracted to
+# $RIG_DIR/kernel with its modules indexed. Sets KVER and DEBIAN_KERNEL.
+setup_debian_kernel() {
+    local dir=$RIG_DIR/kernel
+    if [ ! -f "$dir/.complete" ]; then
+        apt_update_once
+        KVER=$(apt-cache depends linux-image-amd64 2>/dev/null |
+            sed -n 's/.*Depends: linux-image-\([0-9].*-amd64\)$/\1/p' | head -n1)
+        [ -n "$KVER" ] || { log "cannot find the kernel linux-image-amd64 depends on"; return 1; }
+        log "downloading linux-image-$KVER"
+        mkdir -p "$RIG_DIR/dl"
+        ( cd "$RIG_DIR/dl" && rm -f "linux-image-${KVER}"_*.deb &&
+            run_logged timeout 600 apt-get download "linux-image-$KVER" ) || return 1
+        rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" || return 1
+        dpkg-deb -x "$RIG_DIR/dl/linux-image-${KVER}"_*.deb "$dir.tmp" || return 1
+        /sbin/depmod -b "$dir.tmp" "$KVER" || return 1
+        echo "$KVER" > "$dir.tmp/KVER"
+        touch "$dir.tmp/.complete"
+        rm -rf "$dir" && mv "$dir.tmp" "$dir" || return 1
+    fi
+    KVER=$(cat "$dir/KVER")
+    DEBIAN_KERNEL=$dir/boot/vmlinuz-$KVER
+    [ -f "$DEBIAN_KERNEL" ]
+}
+
+# Disk images with a known pattern in their first MiB (2048 sectors), 64 MiB sparse.
+setup_disk_images() {
+    local letter f s
+    for letter in A C; do
+        f=$RIG_DIR/disk-$letter.img
+        [ -f "$f" ] && continue
+        for ((s = 0; s < 2048; s++)); do rig_pattern "$letter" "$s"; done > "$f.tmp" &&
+            truncate -s 64M "$f.tmp" && mv "$f.tmp" "$f" || return 1
+    done
+}
+
+setup_all() {
+    mkdir -p "$RIG_DIR/logs" "$RIG_DIR/runs" || return 1
+    setup_packages || return 1
+    setup_debian_kernel || return 1
+    setup_disk_images || return 1
+}
+
+# add_modules KERNEL_ROOT KVER STAGING NAME...: copy modules and their
+# dependencies into STAGING, listing them in load order in STAGING/etc/rig-modules.
+add_modules() {
+    local kroot=$1 kver=$2 root=$3 line f
+    shift 3
+    local m
+    for m in "$@"; do
+        /sbin/modprobe -d "$kroot" -S "$kver" --show-depends "$m" > "$root/.deps" || return 1
+        while read -r line; do
+            case $line in
+                insmod\ *)
+                    f=${line#insmod }; f=${f%% *}
+                    mkdir -p "$root/lib/modules"
+                    cp -n "$f" "$root/lib/modules/" || return 1
+                    grep -qxF "/lib/modules/${f##*/}" "$root/etc/rig-modules" ||
+                        echo "/lib/modules/${f##*/}" >> "$root/etc/rig-modules" ;;
+            esac
+        done < "$root/.deps"
+        rm -f "$root/.deps"
+    done
+}
+
+# busybox_root STAGING INIT: a minimal busybox root with INIT as /init.
+busybox_root() {
+    local root=$1
+    rm -rf "$root" && mkdir -p "$root"/{bin,dev,proc,sys,tmp,etc,rig} || return 1
+    cp /bin/busybox "$root/bin/busybox" && ln -s busybox "$root/bin/sh" || return 1
+    cp "$2" "$root/init" && chmod +x "$root/init" || return 1
+    : > "$root/etc/rig-modules"
+}
+
+pack_initrd() { ( cd "$1" && find . | cpio -o -H newc --quiet | gzip -1 ) > "$2"; }
+
+# build_l1_initrd OUT: busybox + L1 modules of the Debian kernel (none for a
+# self-built kernel with everything built in) + lib/l1-init.
+build_l1_initrd() {
+    local root=$RUN_DIR/l1-root mods=("${L1_MODULES[@]}")
+    busybox_root "$root" "$RIG_SRC/lib/l1-init" || return 1
+    if [ "$L1_KERNEL" = debian ]; then
+        if [ "${RIG_BREAK:-}" = no-kvm-module ]; then
+            log "RIG_BREAK=no-kvm-module: leaving kvm_amd out of the L1 initramfs"
+            mods=("${mods[@]/kvm_amd/}")
+        fi
+        add_modules "$RIG_DIR/kernel" "$KVER" "$root" ${mods[@]} || return 1
+    fi
+    pack_initrd "$root" "$1" && rm -rf "$root"
+}
+
+# build_l2_initrd OUT: busybox + L2 modules + lib/l2-init + every scenario's l2.sh.
+build_l2_initrd() {
+    local root=$RUN_DIR/l2-root d
+    busybox_root "$root" "$RIG_SRC/lib/l2-init" || return 1
+    add_modules "$RIG_DIR/kernel" "$KVER" "$root" "${L2_MODULES[@]}" || return 1
+    cp "$RIG_SRC/lib/guest.sh" "$root/rig/guest.sh" || return 1
+    for d in "$RIG_SRC"/scenarios/*/; do
+        [ -f "$d/l2.sh" ] || continue
+        mkdir -p "$root/rig/scenarios/$(basename "$d")" &&
+            cp -L "$d/l2.sh" "$root/rig/scenarios/$(basename "$d")/l2.sh" || return 1
+    done
+    pack_initrd "$root" "$1" && rm -rf "$root"
+}

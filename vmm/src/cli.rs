@@ -1,4 +1,4 @@
-//! Command-line front end: `conduit run ...`.
+//! Command-line front end: `conduit run ...`, `conduit host ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Boot a Linux guest.
     Run(RunArgs),
+    /// Check, inventory and prepare this host for passthrough.
+    Host(crate::host::HostArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +62,9 @@ struct RunArgs {
     /// What to do when the guest reboots.
     #[arg(long, value_enum, default_value_t = OnReboot::Exit)]
     on_reboot: OnReboot,
+    /// Host PCI device to pass through (0000:00:02.0 or its sysfs path); repeat for more.
+    #[arg(long = "device", value_name = "ADDRESS")]
+    devices: Vec<String>,
 }
 
 impl RunArgs {
@@ -75,6 +80,7 @@ impl RunArgs {
             hugepages: self.hugepages,
             serial: self.serial,
             on_reboot: self.on_reboot,
+            devices: self.devices,
         }
     }
 }
@@ -94,6 +100,7 @@ pub fn main() -> ExitCode {
     crate::logger::init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Host(args) => crate::host::main(args),
         Command::Run(args) => {
             let config = args.into_config();
             match crate::vm::run(&config) {

@@ -55,6 +55,8 @@ pub struct VmConfig {
     pub serial: SerialMode,
     /// Reboot policy.
     pub on_reboot: OnReboot,
+    /// Host PCI devices passed through (address or sysfs path), in guest slot order.
+    pub devices: Vec<String>,
 }
 
 /// Default kernel command line: console on COM1, reboot (not hang) on panic.

@@ -86,7 +86,7 @@ pub fn attach(buses: &IoBuses) -> Result<PciSegment, PciHostError> {
     bus.add_device(Arc::new(Mutex::new(HostBridge::new())))
         .map_err(PciHostError::HostBridge)?;
     let bus = Arc::new(Mutex::new(bus));
-    let pending = PendingBarMoves::default();
+    let pending = buses.bar_moves.clone();
     let io = Arc::new(Mutex::new(ConfigIoDevice {
         io: PciConfigIo::new(bus.clone()),
         pending: pending.clone(),

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 
 use devices::Bus;
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use pci::{BarKind, BarMove};
 use vmm_sys_util::eventfd::EventFd;
 
 /// The PIO and MMIO buses shared by all vCPUs. BAR moves take the write lock between exits.
@@ -16,6 +17,38 @@ pub struct IoBuses {
     pub pio: RwLock<Bus>,
     /// Memory-mapped I/O.
     pub mmio: RwLock<Bus>,
+    /// BAR moves queued by config writes (made while a bus lock is held).
+    pub bar_moves: Arc<Mutex<Vec<BarMove>>>,
+}
+
+impl IoBuses {
+    /// Moves the bus ranges of BARs the guest reprogrammed. Called by a vCPU thread after
+    /// a write exit, when it holds no bus lock.
+    pub fn apply_bar_moves(&self) {
+        let moves: Vec<BarMove> = {
+            let mut q = self.bar_moves.lock().unwrap_or_else(|p| p.into_inner());
+            if q.is_empty() {
+                return;
+            }
+            q.drain(..).collect()
+        };
+        for mv in moves {
+            let bus = if mv.kind == BarKind::Io {
+                &self.pio
+            } else {
+                &self.mmio
+            };
+            let mut bus = bus.write().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = bus.relocate(mv.old_addr, mv.new_addr) {
+                log::warn!(
+                    "guest moved BAR{} from {:#x} to {:#x}: {e}",
+                    mv.index,
+                    mv.old_addr,
+                    mv.new_addr
+                );
+            }
+        }
+    }
 }
 
 /// How the guest (or a vCPU) asked the VM to stop.
@@ -97,6 +130,7 @@ fn handle_exit(index: u32, exit: VcpuExit<'_>, buses: &IoBuses, events: &VmEvent
         }
         VcpuExit::IoOut(port, data) => {
             read_lock(&buses.pio).write(u64::from(port), data);
+            buses.apply_bar_moves();
         }
         VcpuExit::MmioRead(addr, data) => {
             if !read_lock(&buses.mmio).read(addr, data) {
@@ -105,6 +139,7 @@ fn handle_exit(index: u32, exit: VcpuExit<'_>, buses: &IoBuses, events: &VmEvent
         }
         VcpuExit::MmioWrite(addr, data) => {
             read_lock(&buses.mmio).write(addr, data);
+            buses.apply_bar_moves();
         }
         VcpuExit::Shutdown => {
             // A triple fault: on a PC that resets the machine.

@@ -12,12 +12,15 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::config::{GuestImage, OnReboot, SerialMode, VmConfig};
 use crate::event_loop::{self, Outcome, SignalFd, VmmLoop};
+use crate::kvm_hooks::{DeviceMemslots, GsiRouting};
 use crate::memory::{self, GuestMemoryMmap};
+use crate::passthrough::{self, AttachContext, BarAllocator, Passthrough};
 use crate::pci_host::{self, PciSegment};
 use crate::platform;
 use crate::regs::{self, BootCpu};
 use crate::vcpu::{self, IoBuses, VmEvents};
 use crate::{cpuid, kvm_host};
+use devices::vm_hooks::IrqRouting;
 
 /// Guest-physical address of a [`GuestImage::RealModePayload`] (CS=0, IP=0x1000).
 pub const PAYLOAD_ADDR: u64 = 0x1000;
@@ -54,6 +57,9 @@ pub enum VmError {
     /// The PCI segment.
     #[error(transparent)]
     PciHost(#[from] pci_host::PciHostError),
+    /// Passthrough devices.
+    #[error(transparent)]
+    Passthrough(#[from] passthrough::PassthroughError),
     /// vCPU registers.
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
@@ -99,7 +105,8 @@ struct Vm {
     _pci: PciSegment,
     buses: Arc<IoBuses>,
     events: Arc<VmEvents>,
-    _vm: VmFd,
+    _passthrough: Option<Passthrough>,
+    _vm: Arc<VmFd>,
     _memory: GuestMemoryMmap,
 }
 
@@ -177,7 +184,8 @@ fn build(kvm: &Kvm, config: &VmConfig) -> Result<Vm, VmError> {
     let mem = memory::create(&layout.ram_regions(), config.hugepages)?;
 
     let vm = create_vm(kvm)?;
-    memory::register_memslots(&vm, &mem)?;
+    let first_device_slot = memory::register_memslots(&vm, &mem)?;
+    let vm = Arc::new(vm);
 
     let events = Arc::new(VmEvents::new().map_err(|source| VmError::Os {
         what: "creating VM events",
@@ -186,6 +194,21 @@ fn build(kvm: &Kvm, config: &VmConfig) -> Result<Vm, VmError> {
     let buses = Arc::new(IoBuses::default());
     let platform = platform::attach(&vm, &buses, &events, &config.serial)?;
     let pci = pci_host::attach(&buses)?;
+    let routing: Arc<dyn IrqRouting> = Arc::new(GsiRouting::new(vm.clone()));
+    let mut bar_allocator = BarAllocator::new(&layout)
+        .ok_or_else(|| VmError::Config("invalid PCI windows in the memory layout".into()))?;
+    let passthrough = passthrough::attach(
+        &config.devices,
+        AttachContext {
+            vm: &vm,
+            memory: &mem,
+            pci_bus: &pci.bus,
+            buses: &buses,
+            routing,
+            memslots: Arc::new(DeviceMemslots::new(vm.clone(), first_device_slot)),
+            bars: &mut bar_allocator,
+        },
+    )?;
 
     let boot_cpu = load_guest(&config.guest, &mem, &layout, config.cpus)?;
 
@@ -214,6 +237,7 @@ fn build(kvm: &Kvm, config: &VmConfig) -> Result<Vm, VmError> {
         _pci: pci,
         buses,
         events,
+        _passthrough: passthrough,
         _vm: vm,
         _memory: mem,
     })

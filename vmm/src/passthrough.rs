@@ -1,0 +1,264 @@
+//! Attaching host PCI devices with VFIO: one container for all groups, all guest RAM
+//! DMA-mapped once before any device can run, each device checked, opened, reset, given
+//! guest BAR addresses from the PCI windows and put on the guest's bus 0.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use devices::vfio::{self, GroupError, VfioPciDevice, VfioPciError};
+use devices::vm_hooks::{IrqRouting, MemslotMapper};
+use devices::{BusDevice, BusError};
+use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
+use kvm_ioctls::VmFd;
+use pci::{BarKind, PciBus, PciDevice};
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioOps};
+use vm_allocator::{AddressAllocator, AllocPolicy};
+
+use crate::memory::GuestMemoryMmap;
+use crate::vcpu::IoBuses;
+
+/// Errors while attaching passthrough devices.
+#[derive(Debug, thiserror::Error)]
+pub enum PassthroughError {
+    /// Host-side check failed.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// No VFIO on the host.
+    #[error("cannot open /dev/vfio/vfio: {0} (load vfio-pci: modprobe vfio-pci; `conduit host check` tells more)")]
+    Container(String),
+    /// KVM VFIO device.
+    #[error("cannot create the KVM VFIO device: {0}")]
+    KvmDevice(kvm_ioctls::Error),
+    /// Opening the device failed.
+    #[error("cannot open {device} (IOMMU group {group}) with VFIO: {reason}")]
+    Open {
+        /// Device address.
+        device: String,
+        /// IOMMU group.
+        group: u32,
+        /// Why.
+        reason: String,
+    },
+    /// DMA-mapping guest RAM failed.
+    #[error("cannot DMA-map guest memory into the IOMMU: {0} (is RLIMIT_MEMLOCK large enough for the guest memory? `ulimit -l`)")]
+    DmaMap(String),
+    /// Device set-up.
+    #[error(transparent)]
+    Device(#[from] VfioPciError),
+    /// Bus placement.
+    #[error("{device}: cannot place BAR{bar} on the bus: {source}")]
+    Bus {
+        /// Device address.
+        device: String,
+        /// BAR index.
+        bar: u8,
+        /// Underlying error.
+        source: BusError,
+    },
+    /// PCI bus full.
+    #[error("{device}: {source}")]
+    Slot {
+        /// Device address.
+        device: String,
+        /// Underlying error.
+        source: pci::Error,
+    },
+}
+
+/// The guest's PCI address windows, handed out to BARs.
+pub struct BarAllocator {
+    io: AddressAllocator,
+    mmio32: AddressAllocator,
+    mmio64: AddressAllocator,
+}
+
+impl BarAllocator {
+    /// Allocators over the layout's windows.
+    pub fn new(layout: &boot::MemoryLayout) -> Option<Self> {
+        let w32 = layout.mmio32_window();
+        let w64 = layout.mmio64_window();
+        Some(Self {
+            io: AddressAllocator::new(
+                u64::from(boot::layout::PCI_IO_START),
+                u64::from(boot::layout::PCI_IO_SIZE),
+            )
+            .ok()?,
+            mmio32: AddressAllocator::new(w32.base, w32.size).ok()?,
+            mmio64: AddressAllocator::new(w64.base, w64.size).ok()?,
+        })
+    }
+
+    /// A naturally aligned address for a BAR of `size` bytes.
+    pub fn place(&mut self, kind: BarKind, size: u64) -> Option<u64> {
+        let alloc = match kind {
+            BarKind::Io => &mut self.io,
+            BarKind::Mem32 => &mut self.mmio32,
+            BarKind::Mem64 => &mut self.mmio64,
+        };
+        alloc
+            .allocate(size, size.max(4), AllocPolicy::FirstMatch)
+            .ok()
+            .map(|r| r.start())
+    }
+}
+
+/// Routes trapped BAR accesses (MSI-X pages, I/O BARs) to the device.
+struct BarTrap {
+    device: Arc<Mutex<VfioPciDevice>>,
+    bar: u8,
+}
+
+impl BusDevice for BarTrap {
+    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+        self.device
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bar_read(self.bar, offset, data);
+    }
+
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        self.device
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bar_write(self.bar, offset, data);
+    }
+}
+
+/// The VM's passthrough state. Dropping it unmaps guest RAM from the IOMMU after the
+/// devices are gone (they are dropped with the PCI bus and the I/O buses first).
+pub struct Passthrough {
+    container: Arc<VfioContainer>,
+    memory: GuestMemoryMmap,
+    /// The attached devices, in command-line order.
+    pub devices: Vec<Arc<Mutex<VfioPciDevice>>>,
+}
+
+impl Drop for Passthrough {
+    fn drop(&mut self) {
+        self.devices.clear();
+        if let Err(e) = self.container.vfio_unmap_guest_memory(&self.memory) {
+            log::warn!("unmapping guest memory from the IOMMU: {e}");
+        }
+    }
+}
+
+/// Everything attach needs from the VM.
+pub struct AttachContext<'a> {
+    /// The VM.
+    pub vm: &'a Arc<VmFd>,
+    /// Guest RAM.
+    pub memory: &'a GuestMemoryMmap,
+    /// Bus 0.
+    pub pci_bus: &'a Arc<Mutex<PciBus>>,
+    /// The I/O buses.
+    pub buses: &'a IoBuses,
+    /// GSI routing.
+    pub routing: Arc<dyn IrqRouting>,
+    /// Memslots for BARs.
+    pub memslots: Arc<dyn MemslotMapper>,
+    /// BAR addresses.
+    pub bars: &'a mut BarAllocator,
+}
+
+/// Checks, opens and attaches `specs` (addresses or sysfs paths), in order.
+pub fn attach(
+    specs: &[String],
+    ctx: AttachContext<'_>,
+) -> Result<Option<Passthrough>, PassthroughError> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let sys = Path::new("/sys/bus/pci/devices");
+    // Every device is checked before anything is opened, so a bad one leaves nothing behind.
+    let hosts = specs
+        .iter()
+        .map(|s| vfio::check_host_device(sys, s))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut kvm_dev = kvm_create_device {
+        type_: kvm_device_type_KVM_DEV_TYPE_VFIO,
+        fd: 0,
+        flags: 0,
+    };
+    let kvm_vfio = ctx
+        .vm
+        .create_device(&mut kvm_dev)
+        .map_err(PassthroughError::KvmDevice)?;
+    let container = Arc::new(
+        VfioContainer::new(Some(Arc::new(VfioDeviceFd::new_from_kvm(kvm_vfio))))
+            .map_err(|e| PassthroughError::Container(e.to_string()))?,
+    );
+
+    let mut opened = Vec::with_capacity(hosts.len());
+    for h in &hosts {
+        let dev = VfioDevice::new(&h.sysfs_path, container.clone() as Arc<dyn VfioOps>, false)
+            .map_err(|e| {
+                let busy = format!("{e:?}").contains("EBUSY") || e.to_string().contains("busy");
+                PassthroughError::Open {
+                    device: h.address.clone(),
+                    group: h.group,
+                    reason: if busy {
+                        "the device is in use (another VM or process holds its IOMMU group)".into()
+                    } else {
+                        e.to_string()
+                    },
+                }
+            })?;
+        opened.push(Arc::new(dev));
+    }
+    // The container has its IOMMU type once a group is in it: map all RAM now, before any
+    // device can be told to do DMA.
+    // SAFETY: guest memory stays mapped for as long as the container maps it: Passthrough
+    // keeps a clone of the memory and unmaps it from the IOMMU before dropping that clone.
+    unsafe { container.vfio_map_guest_memory(ctx.memory) }
+        .map_err(|e| PassthroughError::DmaMap(e.to_string()))?;
+    let pass = Passthrough {
+        container,
+        memory: ctx.memory.clone(),
+        devices: Vec::new(),
+    };
+    let mut pass = pass;
+
+    for (h, vfio_dev) in hosts.iter().zip(opened) {
+        let bars = &mut *ctx.bars;
+        let mut place = |kind, size, _prefetch| bars.place(kind, size);
+        let dev = VfioPciDevice::new(
+            h,
+            vfio_dev,
+            ctx.routing.clone(),
+            ctx.memslots.clone(),
+            &mut place,
+        )?;
+        let regions = dev.bars();
+        let dev = Arc::new(Mutex::new(dev));
+        ctx.pci_bus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_device(dev.clone() as pci::SharedPciDevice)
+            .map_err(|source| PassthroughError::Slot {
+                device: h.address.clone(),
+                source,
+            })?;
+        for r in regions {
+            let trap = Arc::new(Mutex::new(BarTrap {
+                device: dev.clone(),
+                bar: r.index,
+            }));
+            let bus = if r.kind == BarKind::Io {
+                &ctx.buses.pio
+            } else {
+                &ctx.buses.mmio
+            };
+            bus.write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(trap, r.addr, r.size)
+                .map_err(|source| PassthroughError::Bus {
+                    device: h.address.clone(),
+                    bar: r.index,
+                    source,
+                })?;
+        }
+        pass.devices.push(dev);
+    }
+    Ok(Some(pass))
+}

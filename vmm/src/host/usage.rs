@@ -1,0 +1,159 @@
+//! Whether the host itself uses a PCI device: a disk behind it holds a mounted filesystem or
+//! active swap, or a network interface behind it carries a default route.
+//!
+//! Block and network devices are matched to the PCI device by where their sysfs nodes live:
+//! `/sys/class/block/X` and `/sys/class/net/X` resolve to paths below the PCI device's
+//! directory. Mounts are matched by device number (`/proc/self/mountinfo`), which also
+//! covers `/dev/root`; device-mapper and md devices stacked on a disk are followed through
+//! `holders/`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::sysfs::{link_name, list_dir, read_opt, HostRoot};
+use super::HostError;
+
+/// How the host uses the device at `address`, one sentence per use; empty when unused.
+pub fn host_use(root: &HostRoot, address: &str) -> Result<Vec<String>, HostError> {
+    let Ok(dev_dir) = fs::canonicalize(root.pci_device(address)) else {
+        return Ok(Vec::new());
+    };
+    let mut uses = block_uses(root, &dev_dir)?;
+    uses.extend(net_uses(root, &dev_dir)?);
+    Ok(uses)
+}
+
+/// Class entries (`/sys/class/CLASS/*`) whose node lives below `dev_dir`.
+fn class_members_below(
+    root: &HostRoot,
+    class: &str,
+    dev_dir: &Path,
+) -> Result<Vec<String>, HostError> {
+    let dir = root.path(class);
+    let mut found = Vec::new();
+    for name in list_dir(&dir)? {
+        if let Ok(target) = fs::canonicalize(dir.join(&name)) {
+            if target.starts_with(dev_dir) {
+                found.push(name);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn block_uses(root: &HostRoot, dev_dir: &Path) -> Result<Vec<String>, HostError> {
+    let class = root.path("/sys/class/block");
+    let direct = class_members_below(root, "/sys/class/block", dev_dir)?;
+    // The disks and partitions, plus whatever is stacked on them (dm-*, md*), with the disk
+    // each one comes from, for the message.
+    let mut origin: HashMap<String, String> = HashMap::new();
+    let mut todo: Vec<(String, String)> = direct.iter().map(|n| (n.clone(), n.clone())).collect();
+    while let Some((name, from)) = todo.pop() {
+        if origin.contains_key(&name) {
+            continue;
+        }
+        for holder in list_dir(&class.join(&name).join("holders"))? {
+            todo.push((holder, from.clone()));
+        }
+        origin.insert(name, from);
+    }
+    let mut by_devnum: HashMap<String, String> = HashMap::new();
+    let mut by_devname: HashMap<String, String> = HashMap::new();
+    for name in origin.keys() {
+        if let Some(devnum) = read_opt(&class.join(name).join("dev"))? {
+            by_devnum.insert(devnum, name.clone());
+        }
+        by_devname.insert(name.clone(), name.clone());
+        if let Some(dm) = read_opt(&class.join(name).join("dm/name"))? {
+            by_devname.insert(dm, name.clone());
+        }
+    }
+    let describe = |name: &str| match origin.get(name) {
+        Some(from) if from != name => format!("{name} (on {from})"),
+        _ => name.to_string(),
+    };
+
+    let mut uses = BTreeSet::new();
+    let mountinfo = root.path("/proc/self/mountinfo");
+    for line in read_opt(&mountinfo)?.unwrap_or_default().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(devnum), Some(mnt)) = (f.get(2), f.get(4)) {
+            if let Some(name) = by_devnum.get(*devnum) {
+                uses.insert(format!("{} is mounted on {mnt}", describe(name)));
+            }
+        }
+    }
+    for line in read_opt(&root.path("/proc/swaps"))?
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+    {
+        let Some(dev) = line.split_whitespace().next() else {
+            continue;
+        };
+        let base = Path::new(dev)
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(name) = by_devname.get(&base) {
+            uses.insert(format!("{} is active swap", describe(name)));
+        }
+    }
+    Ok(uses.into_iter().collect())
+}
+
+/// Interfaces that carry a default route (IPv4 or IPv6).
+fn default_route_ifaces(root: &HostRoot) -> Result<BTreeSet<String>, HostError> {
+    let mut ifaces = BTreeSet::new();
+    for line in read_opt(&root.path("/proc/net/route"))?
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000" {
+            ifaces.insert(f[0].to_string());
+        }
+    }
+    for line in read_opt(&root.path("/proc/net/ipv6_route"))?
+        .unwrap_or_default()
+        .lines()
+    {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 10 && f[1] == "00" && f[0].chars().all(|c| c == '0') && f[9] != "lo" {
+            ifaces.insert(f[9].to_string());
+        }
+    }
+    Ok(ifaces)
+}
+
+fn net_uses(root: &HostRoot, dev_dir: &Path) -> Result<Vec<String>, HostError> {
+    let defaults = default_route_ifaces(root)?;
+    if defaults.is_empty() {
+        return Ok(Vec::new());
+    }
+    let net = root.path("/sys/class/net");
+    let mut uses = Vec::new();
+    for iface in class_members_below(root, "/sys/class/net", dev_dir)? {
+        // Follow bond/bridge masters: the default route may sit on the upper device.
+        let mut chain: Vec<String> = vec![iface.clone()];
+        while chain.len() < 8 {
+            let last: PathBuf = net.join(&chain[chain.len() - 1]).join("master");
+            match link_name(&last)? {
+                Some(m) if !chain.contains(&m) => chain.push(m),
+                _ => break,
+            }
+        }
+        if let Some(d) = chain.iter().find(|c| defaults.contains(*c)) {
+            if *d == iface {
+                uses.push(format!("{iface} carries the default route"));
+            } else {
+                uses.push(format!(
+                    "{iface} is a port of {d}, which carries the default route"
+                ));
+            }
+        }
+    }
+    Ok(uses)
+}

@@ -1,0 +1,136 @@
+//! The nested test rig (`tests/rig/README.md`): one test per scenario, each running
+//! `tests/rig/run SCENARIO` with the `conduit` binary of this build. A test passes only
+//! when the rig says the scenario passed; on failure it shows the rig's verdict (which
+//! names the failed stage) and the tail of the run's log.
+//!
+//! The rig itself runs one L1 at a time (a lock in `tests/rig/run`), so these tests
+//! may be started in parallel: they queue there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What one `tests/rig/run` printed and whether it exited 0.
+struct RigRun {
+    passed: bool,
+    output: String,
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `tests/rig/run` with `args` and extra environment `env`.
+fn rig(args: &[&str], env: &[(&str, &str)]) -> RigRun {
+    let mut cmd = Command::new(repo().join("tests/rig/run"));
+    cmd.args(args)
+        .current_dir(repo())
+        .env("CONDUIT_BIN", env!("CARGO_BIN_EXE_conduit"))
+        .env_remove("RIG_BREAK");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start tests/rig/run: {e}"));
+    RigRun {
+        passed: out.status.success(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// The last `lines` lines of the log that a run names with `rig: log: PATH`.
+fn log_tail(output: &str, lines: usize) -> String {
+    let Some(path) = output
+        .lines()
+        .find_map(|l| l.strip_prefix("rig: log: "))
+        .map(PathBuf::from)
+    else {
+        return "(the run named no log)".into();
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            format!(
+                "{} (last {} lines):\n{}",
+                path.display(),
+                all.len() - from,
+                all[from..].join("\n")
+            )
+        }
+        Err(e) => format!("cannot read {}: {e}", path.display()),
+    }
+}
+
+/// Runs `scenario` and fails the test unless the rig says it passed.
+fn assert_scenario_passes(scenario: &str) {
+    let run = rig(&[scenario], &[]);
+    let verdict = run
+        .output
+        .lines()
+        .filter(|l| l.contains("RIG-VERDICT"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    println!("{verdict}");
+    assert!(
+        run.passed,
+        "rig scenario {scenario} failed:\n{}\n\n--- log {}",
+        run.output,
+        log_tail(&run.output, 60)
+    );
+}
+
+#[test]
+fn rig_lists_its_scenarios() {
+    let run = rig(&["--list"], &[]);
+    assert!(run.passed, "tests/rig/run --list failed:\n{}", run.output);
+    for scenario in ["qemu-peer-nvme", "boot", "boot-smp"] {
+        assert!(
+            run.output
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(scenario)),
+            "--list does not name {scenario}:\n{}",
+            run.output
+        );
+    }
+}
+
+/// Debian's QEMU in L1 runs L2 with the nvme passed through: the peer of every
+/// Conduit scenario, and the proof that the rig itself works.
+#[test]
+fn qemu_peer_nvme() {
+    assert_scenario_passes("qemu-peer-nvme");
+}
+
+/// Conduit boots the stock kernel with one vCPU.
+#[test]
+fn boot() {
+    assert_scenario_passes("boot");
+}
+
+/// Conduit boots the stock kernel with two vCPUs.
+#[test]
+fn boot_smp() {
+    assert_scenario_passes("boot-smp");
+}
+
+/// An L1 without kvm_amd must fail the run, naming the stage, never pass it.
+#[test]
+fn broken_l1_is_caught() {
+    let run = rig(&["qemu-peer-nvme"], &[("RIG_BREAK", "no-kvm-module")]);
+    assert!(
+        !run.passed,
+        "a run with an L1 missing kvm_amd passed:\n{}",
+        run.output
+    );
+    assert!(
+        run.output.contains("at stage 'L1 boot'") && run.output.contains("no /dev/kvm"),
+        "the failure does not name the L1 boot stage and the missing /dev/kvm:\n{}\n\n--- log {}",
+        run.output,
+        log_tail(&run.output, 40)
+    );
+}

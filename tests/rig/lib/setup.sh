@@ -50,6 +50,7 @@ setup_debian_kernel() {
         echo "$KVER" > "$dir.tmp/KVER"
         touch "$dir.tmp/.complete"
         rm -rf "$dir" && mv "$dir.tmp" "$dir" || return 1
+        rm -f "$RIG_DIR/dl/linux-image-${KVER}"_*.deb
     fi
     KVER=$(cat "$dir/KVER")
     DEBIAN_KERNEL=$dir/boot/vmlinuz-$KVER

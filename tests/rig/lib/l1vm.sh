@@ -146,7 +146,7 @@ verdict() {
     elif ((inits < starts)); then
         because 'L2 boot' "L2 was started $starts time(s) but its init ran $inits time(s); L2 VMM exit: ${l2_exit:-none}"
     elif [ -n "$checks_failed" ] || [ "$(count '^RIG-RESULT l2 FAIL')" != 0 ]; then
-        because 'assertion' "failed checks: ${checks_failed:-none}; $(grep -m1 '^RIG-RESULT l2 FAIL' "$m")"
+        because 'assertion' "failed checks: ${checks_failed% }; $(grep -m1 '^RIG-RESULT l2 FAIL' "$m")"
     elif ((starts < L2_BOOTS)); then
         because 'scenario set-up' "the L1 script started $starts of $L2_BOOTS L2 VM(s)"
     elif ((results < starts)); then

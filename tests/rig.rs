@@ -88,7 +88,13 @@ fn assert_scenario_passes(scenario: &str) {
 fn rig_lists_its_scenarios() {
     let run = rig(&["--list"], &[]);
     assert!(run.passed, "tests/rig/run --list failed:\n{}", run.output);
-    for scenario in ["qemu-peer-nvme", "boot", "boot-smp"] {
+    for scenario in [
+        "qemu-peer-nvme",
+        "boot",
+        "boot-smp",
+        "vfio-nvme",
+        "vfio-bad-group",
+    ] {
         assert!(
             run.output
                 .lines()
@@ -116,6 +122,19 @@ fn boot() {
 #[test]
 fn boot_smp() {
     assert_scenario_passes("boot-smp");
+}
+
+/// Conduit passes the nvme through with VFIO: L2's nvme driver reads and writes it and its
+/// MSI-X vectors fire.
+#[test]
+fn vfio_nvme() {
+    assert_scenario_passes("vfio-nvme");
+}
+
+/// A device not bound to vfio-pci is refused before the guest starts, by name, with the fix.
+#[test]
+fn vfio_bad_group() {
+    assert_scenario_passes("vfio-bad-group");
 }
 
 /// An L1 without kvm_amd must fail the run, naming the stage, never pass it.

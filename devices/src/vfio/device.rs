@@ -376,6 +376,9 @@ impl PciDevice for VfioPciDevice {
                 if let Err(e) = m.config.write_config(offset, data, &mut m.vectors) {
                     log::warn!("{e}");
                 }
+                if let Err(e) = m.vectors.set_guest_enabled(m.config.enabled()) {
+                    log::warn!("{e}");
+                }
                 return ConfigWriteOutcome::default();
             }
         }

@@ -14,6 +14,16 @@ pub enum GroupError {
     /// The device is in no IOMMU group.
     #[error("PCI device {0} has no IOMMU group: the host IOMMU is off (enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on; `conduit host check` tells more)")]
     NoGroup(String),
+    /// The device itself is not bound to vfio-pci.
+    #[error("PCI device {device} (IOMMU group {group}) is bound to {driver}, not vfio-pci: bind its group first: conduit host bind {device}")]
+    NotVfio {
+        /// The device asked for.
+        device: String,
+        /// Its group number.
+        group: u32,
+        /// Its driver, or "no driver".
+        driver: String,
+    },
     /// Some group members are bound to host drivers.
     #[error("IOMMU group {group} of {device} is not viable: {offenders}; bind the whole group to vfio-pci first: conduit host bind {device}")]
     NotViable {
@@ -109,6 +119,16 @@ pub fn check(sys_pci_devices: &Path, spec: &str) -> Result<HostDevice, GroupErro
             offenders: offenders.join(", "),
         });
     }
+    match link_name(&sysfs_path.join("driver")).as_deref() {
+        Some("vfio-pci") => {}
+        other => {
+            return Err(GroupError::NotVfio {
+                device: address,
+                group,
+                driver: other.map_or("no driver".into(), |d| format!("driver {d}")),
+            })
+        }
+    }
     Ok(HostDevice {
         address,
         sysfs_path,
@@ -179,6 +199,17 @@ mod tests {
         assert!(msg.contains("IOMMU group 4"), "{msg}");
         assert!(msg.contains("0000:00:02.1 (driver nvme)"), "{msg}");
         assert!(msg.contains("conduit host bind 0000:00:02.0"), "{msg}");
+    }
+
+    #[test]
+    fn the_device_itself_must_be_on_vfio_pci() {
+        let sys = FakeSys::new("unbound");
+        sys.device("0000:00:03.0", "0x010802", 5, None);
+        let e = check(&sys.devices(), "0000:00:03.0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "PCI device 0000:00:03.0 (IOMMU group 5) is bound to no driver, not vfio-pci: bind its group first: conduit host bind 0000:00:03.0"
+        );
     }
 
     #[test]

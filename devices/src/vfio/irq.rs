@@ -80,6 +80,10 @@ pub struct MsixVectors {
     host_count: u32,
     /// Whether the host kernel can grow the vector count without disabling MSI-X.
     resizable: bool,
+    /// The guest has MSI-X enabled: the device must be in MSI-X mode on the host too, even
+    /// with no vector armed, because devices decide things at that moment (QEMU's nvme only
+    /// uses a completion queue's vector if MSI-X was on when the queue was created).
+    guest_enabled: bool,
     name: String,
 }
 
@@ -107,6 +111,7 @@ impl MsixVectors {
             setter,
             host_count: 0,
             resizable,
+            guest_enabled: false,
             name: name.to_string(),
         })
     }
@@ -129,6 +134,16 @@ impl MsixVectors {
             .iter()
             .rposition(|v| v.armed)
             .map_or(0, |i| i as u32 + 1);
+        if count == 0 && self.guest_enabled {
+            if self.host_count == 0 {
+                // MSI-X mode on the host with vector 0 present but without a trigger.
+                self.setter
+                    .set_irqs(MSIX_IRQ_INDEX, 0, &[-1])
+                    .map_err(|e| self.err("enabling MSI-X", e))?;
+                self.host_count = 1;
+            }
+            return Ok(());
+        }
         if count == 0 {
             if self.host_count != 0 {
                 self.setter
@@ -153,8 +168,27 @@ impl MsixVectors {
         self.setter
             .set_irqs(MSIX_IRQ_INDEX, 0, &fds)
             .map_err(|e| self.err(&format!("arming {count} vectors"), e))?;
+        log::debug!(
+            "{}: MSI-X vectors armed on the host: {:?}",
+            self.name,
+            self.armed()
+        );
         self.host_count = self.host_count.max(count);
         Ok(())
+    }
+
+    /// Follows the guest's MSI-X enable bit on the host.
+    pub fn set_guest_enabled(&mut self, enabled: bool) -> Result<(), RouteError> {
+        if enabled == self.guest_enabled {
+            return Ok(());
+        }
+        self.guest_enabled = enabled;
+        if !enabled {
+            for v in &mut self.vectors {
+                v.armed = false;
+            }
+        }
+        self.sync_host()
     }
 
     /// Disarms everything (guest reset, teardown).
@@ -174,6 +208,7 @@ impl MsixVectors {
         for v in &mut self.vectors {
             v.armed = false;
         }
+        self.guest_enabled = false;
         if let Err(e) = self.sync_host() {
             log::warn!("{e}");
         }
@@ -223,6 +258,10 @@ impl MsiRoutes for MsixVectors {
             .filter(|(i, v)| v.gsi.is_some() && !routes.iter().any(|r| usize::from(r.vector) == *i))
             .filter_map(|(_, v)| v.gsi)
             .collect();
+        log::debug!(
+            "{}: MSI-X routes {set:x?}, removed GSIs {remove:?}",
+            self.name
+        );
         self.routing
             .update_msi_routes(&set, &remove)
             .map_err(|e| RouteError::new(format!("{} MSI-X routes", self.name), e.0))
@@ -328,6 +367,35 @@ mod tests {
                 data: 0x30 + u32::from(v),
             },
         }
+    }
+
+    #[test]
+    fn guest_msix_enable_puts_the_host_in_msix_mode_without_triggers() {
+        let log = Arc::new(Log::default());
+        let mut m = MsixVectors::new(
+            "00:02.0",
+            4,
+            log.clone(),
+            Box::new(Setter(log.clone())),
+            true,
+        )
+        .unwrap();
+        m.set_guest_enabled(true).unwrap();
+        m.set_routes(&[route(1)]).unwrap();
+        m.enable(&[1]).unwrap();
+        m.set_guest_enabled(false).unwrap();
+        let got = log.0.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![
+                "vfio idx=2 start=0 -",
+                "alloc 24",
+                "routes set=[24] remove=[]",
+                "irqfd+ 24",
+                "vfio idx=2 start=0 -E",
+                "vfio idx=2 start=0 ",
+            ]
+        );
     }
 
     #[test]

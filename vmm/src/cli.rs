@@ -65,9 +65,22 @@ struct RunArgs {
     /// Host PCI device to pass through (0000:00:02.0 or its sysfs path); repeat for more.
     #[arg(long = "device", value_name = "ADDRESS")]
     devices: Vec<String>,
+    /// Pass through N devices ready for passthrough, by id or name: 10de:2335x4, h200x4
+    /// (chosen on one NUMA node when possible, besides any --device).
+    #[arg(long, value_name = "SPEC")]
+    gpus: Option<String>,
 }
 
 impl RunArgs {
+    /// Appends the devices `--gpus` selects on `root` to the `--device` list.
+    fn add_gpus(&mut self, root: &crate::host::HostRoot) -> Result<(), crate::host::HostError> {
+        if let Some(spec) = &self.gpus {
+            let found = crate::host::select_devices_besides(root, spec, &self.devices)?;
+            self.devices.extend(found);
+        }
+        Ok(())
+    }
+
     fn into_config(self) -> VmConfig {
         VmConfig {
             guest: GuestImage::Linux {
@@ -101,7 +114,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Host(args) => crate::host::main(args),
-        Command::Run(args) => {
+        Command::Run(mut args) => {
+            if let Err(e) = args.add_gpus(&crate::host::HostRoot::system()) {
+                eprintln!("conduit: error: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
             let config = args.into_config();
             match crate::vm::run(&config) {
                 Ok(outcome) => {
@@ -119,5 +136,43 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::testutil::FakeHost;
+
+    #[test]
+    fn gpus_flag_adds_ready_devices_besides_device() {
+        let cli = Cli::try_parse_from([
+            "conduit",
+            "run",
+            "--kernel",
+            "k",
+            "--device",
+            "0000:00:02.0",
+            "--gpus",
+            "1b36:0010x1",
+        ])
+        .unwrap();
+        let Command::Run(mut args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.gpus.as_deref(), Some("1b36:0010x1"));
+        let h = FakeHost::new();
+        for (addr, group) in [("0000:00:02.0", 2), ("0000:00:03.0", 3)] {
+            h.pci(addr, "1b36:0010", 0x010802)
+                .driver("vfio-pci")
+                .group(group);
+        }
+        args.add_gpus(&h.root()).unwrap();
+        assert_eq!(args.devices, ["0000:00:02.0", "0000:00:03.0"]);
+        args.gpus = Some("1b36:0010x2".into());
+        let err = args.add_gpus(&h.root()).unwrap_err().to_string();
+        assert!(err.contains("2 wanted, 0 ready"), "{err}");
+        let bad = Cli::try_parse_from(["conduit", "run", "--kernel", "k", "--gpus"]);
+        assert!(bad.is_err());
     }
 }

@@ -7,10 +7,11 @@
 //! them: the first id, in the family's order, with enough ready devices is used.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::inventory::{Inventory, PciDevice};
 use super::names::{family, FAMILIES};
-use super::sysfs::{HostRoot, PciId};
+use super::sysfs::{normalize_address, HostRoot, PciId};
 use super::HostError;
 
 /// A parsed `--gpus` spec.
@@ -58,8 +59,27 @@ pub fn parse_spec(spec: &str) -> Result<GpuSpec, HostError> {
 
 /// Picks the devices for `spec` on `root`: their addresses (`dddd:bb:dd.f`), in address order.
 pub fn select_devices(root: &HostRoot, spec: &str) -> Result<Vec<String>, HostError> {
+    select_devices_besides(root, spec, &[])
+}
+
+/// [`select_devices`] among the devices not in `taken` (the `--device` arguments of the same
+/// `conduit run`: addresses or sysfs paths), so `--device X --gpus h200x4` passes X and four
+/// more. Entries of `taken` that name no PCI address are ignored.
+pub fn select_devices_besides(
+    root: &HostRoot,
+    spec: &str,
+    taken: &[String],
+) -> Result<Vec<String>, HostError> {
     let parsed = parse_spec(spec)?;
-    let inv = Inventory::read(root)?;
+    let mut inv = Inventory::read(root)?;
+    let taken: Vec<String> = taken
+        .iter()
+        .filter_map(|t| {
+            let last = Path::new(t).file_name()?.to_str()?;
+            normalize_address(last).ok()
+        })
+        .collect();
+    inv.devices.retain(|d| !taken.contains(&d.address));
     select_from(&inv, spec, &parsed)
 }
 
@@ -287,6 +307,35 @@ mod tests {
         assert!(msg.contains("0000:30:00.0: 10de:2335 not ready: IOMMU group 300 also holds 0000:30:00.1, bound to snd_hda_intel"), "{msg}");
         let none = select_devices(&h.root(), "a100x1").unwrap_err().to_string();
         assert!(none.contains("0 ready: none found"), "{none}");
+    }
+
+    #[test]
+    fn devices_named_with_device_are_not_picked_again() {
+        let h = FakeHost::new();
+        gpus(
+            &h,
+            &[
+                ("0000:18:00.0", 0),
+                ("0000:2a:00.0", 0),
+                ("0000:3a:00.0", 0),
+            ],
+        );
+        let root = h.root();
+        let taken = vec![
+            "18:00.0".to_string(),
+            "/sys/bus/pci/devices/0000:3a:00.0".to_string(),
+            "not-an-address".to_string(),
+        ];
+        assert_eq!(
+            select_devices_besides(&root, "h200x1", &taken).unwrap(),
+            vec!["0000:2a:00.0"]
+        );
+        let err = select_devices_besides(&root, "h200x2", &taken).unwrap_err();
+        assert!(
+            matches!(err, HostError::NotEnoughReady { ready: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(select_devices(&root, "h200x3").unwrap().len(), 3);
     }
 
     #[test]

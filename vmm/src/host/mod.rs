@@ -23,14 +23,14 @@ pub mod sysfs;
 pub mod usage;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::io;
 use std::path::PathBuf;
 
 pub use bind::{Kernel, SysfsKernel};
 pub use cmd::{main, HostArgs};
-pub use flavor::select_devices;
+pub use flavor::{select_devices, select_devices_besides};
 pub use sysfs::HostRoot;
 
 /// Errors of `conduit host`; each names the file, device or group at fault.

@@ -21,7 +21,15 @@ pub trait IrqRouting: Send + Sync {
         -> Result<(), HookError>;
     /// Makes a write to `evt` inject `gsi`.
     fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), HookError>;
-    /// Undoes [`Self::register_irqfd`].
+    /// Makes a write to `evt` assert level-triggered `gsi`; KVM writes `resample` when the
+    /// guest EOIs it (so the source can re-assert if still pending).
+    fn register_irqfd_with_resample(
+        &self,
+        evt: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> Result<(), HookError>;
+    /// Undoes [`Self::register_irqfd`] or [`Self::register_irqfd_with_resample`].
     fn unregister_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), HookError>;
 }
 

@@ -144,6 +144,17 @@ impl IrqRouting for GsiRouting {
             .map_err(|e| HookError(format!("KVM_IRQFD (assign GSI {gsi}): {e}")))
     }
 
+    fn register_irqfd_with_resample(
+        &self,
+        evt: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> Result<(), HookError> {
+        self.vm
+            .register_irqfd_with_resample(evt, resample, gsi)
+            .map_err(|e| HookError(format!("KVM_IRQFD (assign GSI {gsi} with resample): {e}")))
+    }
+
     fn unregister_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), HookError> {
         self.vm
             .unregister_irqfd(evt, gsi)

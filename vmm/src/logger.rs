@@ -1,12 +1,18 @@
 //! A minimal stderr logger: `CONDUIT_LOG=error|warn|info|debug|trace` (default `warn`).
 
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger;
 
 impl Log for StderrLogger {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
+        // Dependencies (vfio-ioctls, ...) speak only for errors unless tracing: their
+        // warnings (e.g. an IRQ index a device lacks) are not the user's business.
+        let ours = ["vmm", "devices", "pci", "boot", "conduit"]
+            .iter()
+            .any(|c| m.target() == *c || m.target().starts_with(&format!("{c}::")));
         m.level() <= log::max_level()
+            && (ours || m.level() == Level::Error || log::max_level() == LevelFilter::Trace)
     }
 
     fn log(&self, r: &Record<'_>) {

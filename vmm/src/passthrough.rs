@@ -135,10 +135,16 @@ pub struct Passthrough {
 
 impl Drop for Passthrough {
     fn drop(&mut self) {
-        self.devices.clear();
+        // Quiesce every device (interrupts off, BAR memslots gone, reset) while its group is
+        // still in the container, unmap guest RAM from the IOMMU (unpinning it), and only then
+        // let the devices and their groups go.
+        for d in &self.devices {
+            d.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+        }
         if let Err(e) = self.container.vfio_unmap_guest_memory(&self.memory) {
             log::warn!("unmapping guest memory from the IOMMU: {e}");
         }
+        self.devices.clear();
     }
 }
 
@@ -230,8 +236,10 @@ pub fn attach(
             &mut place,
         )?;
         let regions = dev.bars();
+        let pin = dev.intx_pin();
         let dev = Arc::new(Mutex::new(dev));
-        ctx.pci_bus
+        let slot = ctx
+            .pci_bus
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .add_device(dev.clone() as pci::SharedPciDevice)
@@ -239,6 +247,11 @@ pub fn attach(
                 device: h.address.clone(),
                 source,
             })?;
+        if let Some(gsi) = boot::acpi::pci_intx_gsi(slot.device, pin) {
+            dev.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .attach_intx(gsi)?;
+        }
         for r in regions {
             let trap = Arc::new(Mutex::new(BarTrap {
                 device: dev.clone(),

@@ -102,9 +102,21 @@ pub struct AcpiConfig {
     pub pci_intx_gsis: Option<[u32; 4]>,
 }
 
+/// IOAPIC pins that PCI INTx lines are routed to (swizzled by slot), above the ISA IRQs.
+pub const PCI_INTX_GSIS: [u32; 4] = [16, 17, 18, 19];
+
+/// GSI of interrupt pin `pin` (1 = INTA .. 4 = INTD) of the device in PCI slot `slot`,
+/// as the `_PRT` declares it.
+pub fn pci_intx_gsi(slot: u8, pin: u8) -> Option<u32> {
+    (1..=4)
+        .contains(&pin)
+        .then(|| PCI_INTX_GSIS[(usize::from(slot) + usize::from(pin) - 1) % 4])
+}
+
 impl AcpiConfig {
     /// Configuration for `num_cpus` vCPUs and the windows of `layout`: CMOS RTC present,
-    /// i8042 not declared (see [`AcpiConfig::i8042`]), no INTx routing.
+    /// i8042 not declared (see [`AcpiConfig::i8042`]), PCI INTx routed by a `_PRT` to
+    /// [`PCI_INTX_GSIS`].
     pub fn new(num_cpus: u32, layout: &MemoryLayout) -> Self {
         let ecam = layout.ecam();
         AcpiConfig {
@@ -123,7 +135,7 @@ impl AcpiConfig {
             mmio64: layout.mmio64_window(),
             i8042: false,
             cmos_rtc: true,
-            pci_intx_gsis: None,
+            pci_intx_gsis: Some(PCI_INTX_GSIS),
         }
     }
 

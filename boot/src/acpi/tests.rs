@@ -284,7 +284,7 @@ fn dsdt_host_bridge_and_devices() {
             String::from_utf8_lossy(name)
         );
     }
-    assert!(find(d, b"_PRT").is_none(), "no _PRT unless configured");
+    assert!(find(d, b"_PRT").is_some(), "a _PRT by default");
     // \_S5_ = Package(4) { 5, 5, 0, 0 }: NameOp, name, PackageOp, len, count, BytePrefix 5 x2.
     let s5 = find(d, b"_S5_").expect("_S5_");
     assert_eq!(d[s5 - 1], 0x08, "NameOp");
@@ -480,4 +480,22 @@ fn iasl_disassembles_the_tables() {
     } else {
         println!("disassembly kept in {}", dir.display());
     }
+}
+
+#[test]
+fn intx_gsis_follow_the_prt_swizzle_and_can_be_left_out() {
+    use super::pci_intx_gsi;
+    assert_eq!(pci_intx_gsi(1, 1), Some(17));
+    assert_eq!(pci_intx_gsi(3, 1), Some(19));
+    assert_eq!(pci_intx_gsi(3, 2), Some(16));
+    assert_eq!(pci_intx_gsi(1, 0), None, "no pin");
+    assert_eq!(pci_intx_gsi(1, 5), None);
+    let (l, m) = guest(256 << 20, 40);
+    let mut cfg = AcpiConfig::new(1, &l);
+    cfg.pci_intx_gsis = None;
+    let t = walk(&m, write_tables(&m, &cfg).unwrap());
+    assert!(
+        find(&t.dsdt, b"_PRT").is_none(),
+        "no _PRT when INTx routing is off"
+    );
 }

@@ -1,23 +1,25 @@
 //! A host PCI function passed through with VFIO, as the guest's PCI bus sees it.
 //!
 //! Config space: reads come from the device, with the BAR/ROM registers answered by a shadow
-//! (sizing included), the MSI-X control word virtualized, MSI and INTx hidden (the device is
-//! driven through MSI-X), and extended capabilities we cannot support turned into null
-//! entries. Writes to the shadowed registers stay here; the rest go to the device.
+//! (sizing included), the MSI-X control word and the MSI capability virtualized, INTx hidden
+//! (the device is driven through MSI-X or MSI), and extended capabilities we cannot support
+//! turned into null entries. Writes to the shadowed registers stay here; the rest go to the
+//! device.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use pci::{
-    BarKind, BarRegion, BarSpec, ConfigSpace, ConfigWriteOutcome, MsixConfig, MsixLayout,
-    PciDevice, PciHeader,
+    BarKind, BarRegion, BarSpec, ConfigSpace, ConfigWriteOutcome, MsiConfig, MsiLayout, MsixConfig,
+    MsixLayout, PciDevice, PciHeader,
 };
 use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
 
 use super::bars::{mappable_areas, BarError, BarMapping};
 use super::group::HostDevice;
-use super::irq::{MsixVectors, VfioIrqSetter, MSIX_IRQ_INDEX};
+use super::intx::Intx;
+use super::irq::{VfioIrqSetter, VfioVectors, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX};
 use crate::vm_hooks::{IrqRouting, MemslotMapper};
 
 const CONFIG_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
@@ -87,9 +89,16 @@ pub type BarPlacer<'a> = dyn FnMut(BarKind, u64, bool) -> Option<u64> + 'a;
 
 struct Msix {
     config: MsixConfig,
-    vectors: MsixVectors,
+    vectors: VfioVectors,
     table_bar: u8,
     pba_bar: u8,
+}
+
+struct Msi {
+    config: MsiConfig,
+    vectors: VfioVectors,
+    /// Config bytes of the capability.
+    range: Range<u16>,
 }
 
 /// A passthrough PCI function.
@@ -100,10 +109,14 @@ pub struct VfioPciDevice {
     /// Byte overrides of the device's config space (capability links, hidden entries).
     overrides: BTreeMap<u16, u8>,
     msix: Option<Msix>,
-    /// Config bytes of the hidden MSI capability (writes dropped).
-    msi_range: Option<Range<u16>>,
+    msi: Option<Msi>,
+    intx: Option<Intx>,
+    /// The device's interrupt pin (1 = INTA), 0 for none.
+    intx_pin: u8,
+    routing: Arc<dyn IrqRouting>,
     mappings: Vec<BarMapping>,
     mapper: Arc<dyn MemslotMapper>,
+    shut_down: bool,
 }
 
 fn read_u32(cfg: &[u8], at: usize) -> u32 {
@@ -194,24 +207,18 @@ impl VfioPciDevice {
             }
         }
 
-        // Capability chain without MSI; MSI-X virtualized.
+        // MSI and MSI-X virtualized; INTx hidden until `attach_intx` wires it; unsupported
+        // extended capabilities nulled.
         let mut overrides = BTreeMap::new();
-        let caps = pci::capabilities(&raw);
-        let kept: Vec<u8> = caps
-            .iter()
-            .filter(|c| c.id != CAP_ID_MSI)
-            .map(|c| c.offset)
-            .collect();
-        let msi_range = caps.iter().find(|c| c.id == CAP_ID_MSI).map(|c| {
-            let start = u16::from(c.offset);
-            start..start + 24
-        });
-        if msi_range.is_some() {
-            overrides.insert(0x34, kept.first().copied().unwrap_or(0));
-            for (i, off) in kept.iter().enumerate() {
-                overrides.insert(u16::from(*off) + 1, kept.get(i + 1).copied().unwrap_or(0));
-            }
-        }
+        let intx_pin = raw[usize::from(INTERRUPT_PIN)];
+        let has_intx = vfio
+            .get_irq_info(INTX_IRQ_INDEX)
+            .is_some_and(|i| i.count > 0);
+        let intx_pin = if has_intx && (1..=4).contains(&intx_pin) {
+            intx_pin
+        } else {
+            0
+        };
         overrides.insert(INTERRUPT_PIN, 0);
         for ext in pci::extended_capabilities(&raw[..cfg_size]) {
             if HIDDEN_EXT_CAPS.contains(&ext.id) {
@@ -231,10 +238,11 @@ impl VfioPciDevice {
                 let resizable = vfio
                     .get_irq_info(MSIX_IRQ_INDEX)
                     .is_some_and(|i| i.flags & IRQ_INFO_NORESIZE == 0);
-                let vectors = MsixVectors::new(
+                let vectors = VfioVectors::new(
+                    MSIX_IRQ_INDEX,
                     &name,
                     layout.table_size,
-                    routing,
+                    routing.clone(),
                     Box::new(VfioIrqSetter(vfio.clone())),
                     resizable,
                 )
@@ -247,6 +255,34 @@ impl VfioPciDevice {
                     vectors,
                     table_bar: layout.table_bir,
                     pba_bar: layout.pba_bir,
+                })
+            }
+            None => None,
+        };
+
+        let msi = match pci::find_capability(&raw, CAP_ID_MSI) {
+            Some(off) => {
+                let layout = MsiLayout::from_capability(&raw, off)
+                    .map_err(|e| cfg_err(format!("MSI capability: {e}")))?;
+                let config = MsiConfig::new(u16::from(off), layout)
+                    .map_err(|e| cfg_err(format!("MSI capability: {e}")))?;
+                let vectors = VfioVectors::new(
+                    MSI_IRQ_INDEX,
+                    &name,
+                    u16::from(layout.vectors),
+                    routing.clone(),
+                    Box::new(VfioIrqSetter(vfio.clone())),
+                    false,
+                )
+                .map_err(|source| VfioPciError::EventFd {
+                    device: name.clone(),
+                    source,
+                })?;
+                let start = u16::from(off);
+                Some(Msi {
+                    config,
+                    vectors,
+                    range: start..start + layout.cap_len(),
                 })
             }
             None => None,
@@ -304,9 +340,13 @@ impl VfioPciDevice {
             shadow,
             overrides,
             msix,
-            msi_range,
+            msi,
+            intx: None,
+            intx_pin,
+            routing,
             mappings,
             mapper,
+            shut_down: false,
         })
     }
 
@@ -321,6 +361,60 @@ impl VfioPciDevice {
             .as_ref()
             .map(|m| m.vectors.armed())
             .unwrap_or_default()
+    }
+
+    /// MSI vectors armed on the host.
+    pub fn armed_msi_vectors(&self) -> Vec<u16> {
+        self.msi
+            .as_ref()
+            .map(|m| m.vectors.armed())
+            .unwrap_or_default()
+    }
+
+    /// The device's INTx pin (1 = INTA .. 4 = INTD), 0 when it has none.
+    pub fn intx_pin(&self) -> u8 {
+        self.intx_pin
+    }
+
+    /// Wires INTx to `gsi` (the `_PRT` route of the device's slot and pin), shows the pin to
+    /// the guest and arms it while the guest uses neither MSI nor MSI-X.
+    pub fn attach_intx(&mut self, gsi: u32) -> Result<(), VfioPciError> {
+        if self.intx_pin == 0 {
+            return Ok(());
+        }
+        let intx = Intx::new(
+            &self.name,
+            gsi,
+            self.routing.clone(),
+            Box::new(VfioIrqSetter(self.vfio.clone())),
+        )
+        .map_err(|source| VfioPciError::EventFd {
+            device: self.name.clone(),
+            source,
+        })?;
+        self.intx = Some(intx);
+        self.overrides.insert(INTERRUPT_PIN, self.intx_pin);
+        self.sync_intx();
+        Ok(())
+    }
+
+    fn msi_in_use(&self) -> bool {
+        self.msix.as_ref().is_some_and(|m| m.config.enabled())
+            || self.msi.as_ref().is_some_and(|m| m.config.enabled())
+    }
+
+    /// INTx is armed exactly when neither MSI nor MSI-X is enabled by the guest.
+    fn sync_intx(&mut self) {
+        let want = !self.msi_in_use();
+        if let Some(intx) = &mut self.intx {
+            if want {
+                if let Err(e) = intx.enable() {
+                    log::warn!("{e}");
+                }
+            } else {
+                intx.disable();
+            }
+        }
     }
 
     fn move_bars(&mut self, outcome: &ConfigWriteOutcome) {
@@ -362,6 +456,9 @@ impl PciDevice for VfioPciDevice {
         if let Some(m) = &self.msix {
             m.config.read_config(offset, data);
         }
+        if let Some(m) = &self.msi {
+            m.config.read_config(offset, data);
+        }
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> ConfigWriteOutcome {
@@ -373,21 +470,34 @@ impl PciDevice for VfioPciDevice {
         if let Some(m) = &mut self.msix {
             let ctl = m.config.cap_offset() + 2..m.config.cap_offset() + 4;
             if overlaps(offset, data.len(), &ctl) {
+                // VFIO takes MSI-X only with INTx off; INTx comes back if MSI-X goes.
+                if let Some(intx) = &mut self.intx {
+                    intx.disable();
+                }
                 if let Err(e) = m.config.write_config(offset, data, &mut m.vectors) {
                     log::warn!("{e}");
                 }
                 if let Err(e) = m.vectors.set_guest_enabled(m.config.enabled()) {
                     log::warn!("{e}");
                 }
+                self.sync_intx();
                 return ConfigWriteOutcome::default();
             }
         }
-        if self
-            .msi_range
-            .as_ref()
-            .is_some_and(|r| overlaps(offset, data.len(), r))
-        {
-            return ConfigWriteOutcome::default();
+        if let Some(m) = &mut self.msi {
+            if overlaps(offset, data.len(), &m.range) {
+                if let Some(intx) = &mut self.intx {
+                    intx.disable();
+                }
+                if let Err(e) = m.config.write_config(offset, data, &mut m.vectors) {
+                    log::warn!("{e}");
+                }
+                if let Err(e) = m.vectors.set_guest_enabled(m.config.enabled()) {
+                    log::warn!("{e}");
+                }
+                self.sync_intx();
+                return ConfigWriteOutcome::default();
+            }
         }
         let mut outcome = ConfigWriteOutcome::default();
         if overlaps(offset, data.len(), &COMMAND) {
@@ -441,15 +551,33 @@ impl PciDevice for VfioPciDevice {
     }
 }
 
-impl Drop for VfioPciDevice {
-    fn drop(&mut self) {
+impl VfioPciDevice {
+    /// Quiesces the device for teardown: interrupts disarmed, BAR memslots removed and
+    /// unmapped, device reset. Idempotent; also done on drop.
+    pub fn shutdown(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        self.shut_down = true;
         if let Some(m) = &mut self.msix {
             m.vectors.shutdown();
+        }
+        if let Some(m) = &mut self.msi {
+            m.vectors.shutdown();
+        }
+        if let Some(intx) = &mut self.intx {
+            intx.disable();
         }
         for m in &mut self.mappings {
             m.remove(&self.mapper);
         }
         self.mappings.clear();
         self.vfio.reset();
+    }
+}
+
+impl Drop for VfioPciDevice {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

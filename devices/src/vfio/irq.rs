@@ -1,45 +1,79 @@
-//! MSI-X of a passthrough device: one eventfd per vector, handed to VFIO as the vector's
-//! trigger and to KVM as an irqfd on the vector's GSI, so an interrupt goes device → host
-//! IRQ → eventfd → guest without the VMM. Only vectors the guest has unmasked are armed.
+//! MSI-X and MSI of a passthrough device: one eventfd per vector, handed to VFIO as the
+//! vector's trigger and to KVM as an irqfd on the vector's GSI, so an interrupt goes device →
+//! host IRQ → eventfd → guest without the VMM. Only vectors the guest has unmasked are armed.
 
 use std::sync::Arc;
 
 use pci::{MsiRoutes, RouteError, VectorRoute};
 use vfio_bindings::bindings::vfio::{
-    vfio_irq_set, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
+    vfio_irq_set, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_ACTION_UNMASK,
+    VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
 };
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::vm_hooks::IrqRouting;
 
+/// VFIO's IRQ index for MSI.
+pub const MSI_IRQ_INDEX: u32 = 1;
 /// VFIO's IRQ index for MSI-X.
 pub const MSIX_IRQ_INDEX: u32 = 2;
 /// `VFIO_DEVICE_SET_IRQS` = _IO(';', 100 + 10).
 const VFIO_DEVICE_SET_IRQS: u64 = 0x3b6e;
 
+/// VFIO's IRQ index for INTx.
+pub const INTX_IRQ_INDEX: u32 = 0;
+
+/// What a VFIO_DEVICE_SET_IRQS call sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqAction {
+    /// The eventfds VFIO signals on an interrupt.
+    Trigger,
+    /// The eventfds that unmask (INTx: the guest's EOI, through a KVM resample fd).
+    Unmask,
+}
+
 /// Where VFIO_DEVICE_SET_IRQS goes (the device fd), abstracted for tests.
 pub trait IrqSetter: Send + Sync {
     /// Sets triggers `fds` (-1 = none) for vectors `start..start+fds.len()` of `index`; with
     /// an empty `fds`, disables the whole index.
-    fn set_irqs(&self, index: u32, start: u32, fds: &[i32]) -> std::io::Result<()>;
+    fn set_irqs(&self, index: u32, start: u32, fds: &[i32]) -> std::io::Result<()> {
+        self.set_irqs_action(index, IrqAction::Trigger, start, fds)
+    }
+
+    /// As [`Self::set_irqs`] for any action.
+    fn set_irqs_action(
+        &self,
+        index: u32,
+        action: IrqAction,
+        start: u32,
+        fds: &[i32],
+    ) -> std::io::Result<()>;
 }
 
 /// The real setter: an ioctl on the VFIO device fd.
 pub struct VfioIrqSetter(pub Arc<vfio_ioctls::VfioDevice>);
 
 impl IrqSetter for VfioIrqSetter {
-    fn set_irqs(&self, index: u32, start: u32, fds: &[i32]) -> std::io::Result<()> {
+    fn set_irqs_action(
+        &self,
+        index: u32,
+        action: IrqAction,
+        start: u32,
+        fds: &[i32],
+    ) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
         let header = std::mem::size_of::<vfio_irq_set>();
         let mut buf = vec![0u32; header.div_ceil(4) + fds.len()];
         let set = vfio_irq_set {
             argsz: (header + 4 * fds.len()) as u32,
-            flags: VFIO_IRQ_SET_ACTION_TRIGGER
-                | if fds.is_empty() {
-                    VFIO_IRQ_SET_DATA_NONE
-                } else {
-                    VFIO_IRQ_SET_DATA_EVENTFD
-                },
+            flags: match action {
+                IrqAction::Trigger => VFIO_IRQ_SET_ACTION_TRIGGER,
+                IrqAction::Unmask => VFIO_IRQ_SET_ACTION_UNMASK,
+            } | if fds.is_empty() {
+                VFIO_IRQ_SET_DATA_NONE
+            } else {
+                VFIO_IRQ_SET_DATA_EVENTFD
+            },
             index,
             start,
             count: fds.len() as u32,
@@ -71,8 +105,10 @@ struct Vector {
     armed: bool,
 }
 
-/// The host side of a passthrough device's MSI-X vectors.
-pub struct MsixVectors {
+/// The host side of a passthrough device's MSI-X (or MSI) vectors.
+pub struct VfioVectors {
+    /// VFIO IRQ index: [`MSIX_IRQ_INDEX`] or [`MSI_IRQ_INDEX`].
+    index: u32,
     vectors: Vec<Vector>,
     routing: Arc<dyn IrqRouting>,
     setter: Box<dyn IrqSetter>,
@@ -87,9 +123,10 @@ pub struct MsixVectors {
     name: String,
 }
 
-impl MsixVectors {
-    /// `count` vectors of device `name`.
+impl VfioVectors {
+    /// `count` vectors of VFIO IRQ `index` of device `name`.
     pub fn new(
+        index: u32,
         name: &str,
         count: u16,
         routing: Arc<dyn IrqRouting>,
@@ -105,14 +142,20 @@ impl MsixVectors {
                 armed: false,
             });
         }
+        let kind = if index == MSI_IRQ_INDEX {
+            "MSI"
+        } else {
+            "MSI-X"
+        };
         Ok(Self {
+            index,
             vectors,
             routing,
             setter,
             host_count: 0,
             resizable,
             guest_enabled: false,
-            name: name.to_string(),
+            name: format!("{name} {kind}"),
         })
     }
 
@@ -124,7 +167,7 @@ impl MsixVectors {
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> RouteError {
-        RouteError::new(format!("{} MSI-X: {what}", self.name), e.to_string())
+        RouteError::new(format!("{}: {what}", self.name), e.to_string())
     }
 
     /// Gives VFIO the triggers of all armed vectors (-1 for the others below the highest).
@@ -138,7 +181,7 @@ impl MsixVectors {
             if self.host_count == 0 {
                 // MSI-X mode on the host with vector 0 present but without a trigger.
                 self.setter
-                    .set_irqs(MSIX_IRQ_INDEX, 0, &[-1])
+                    .set_irqs(self.index, 0, &[-1])
                     .map_err(|e| self.err("enabling MSI-X", e))?;
                 self.host_count = 1;
             }
@@ -147,7 +190,7 @@ impl MsixVectors {
         if count == 0 {
             if self.host_count != 0 {
                 self.setter
-                    .set_irqs(MSIX_IRQ_INDEX, 0, &[])
+                    .set_irqs(self.index, 0, &[])
                     .map_err(|e| self.err("disabling MSI-X", e))?;
                 self.host_count = 0;
             }
@@ -156,7 +199,7 @@ impl MsixVectors {
         // Kernels without dynamic MSI-X allocation need MSI-X disabled to grow the count.
         if !self.resizable && self.host_count != 0 && count > self.host_count {
             self.setter
-                .set_irqs(MSIX_IRQ_INDEX, 0, &[])
+                .set_irqs(self.index, 0, &[])
                 .map_err(|e| self.err("disabling MSI-X to grow it", e))?;
             self.host_count = 0;
         }
@@ -166,10 +209,10 @@ impl MsixVectors {
             .map(|v| if v.armed { v.evt.as_raw_fd() } else { -1 })
             .collect();
         self.setter
-            .set_irqs(MSIX_IRQ_INDEX, 0, &fds)
+            .set_irqs(self.index, 0, &fds)
             .map_err(|e| self.err(&format!("arming {count} vectors"), e))?;
         log::debug!(
-            "{}: MSI-X vectors armed on the host: {:?}",
+            "{}: vectors armed on the host: {:?}",
             self.name,
             self.armed()
         );
@@ -200,7 +243,7 @@ impl MsixVectors {
             .filter_map(|v| v.gsi.take())
             .collect();
         if let Err(e) = self.routing.update_msi_routes(&[], &gsis) {
-            log::warn!("{}: removing MSI-X routes: {e}", self.name);
+            log::warn!("{}: removing routes: {e}", self.name);
         }
         for g in gsis {
             self.routing.release_gsi(g);
@@ -215,7 +258,7 @@ impl MsixVectors {
     }
 }
 
-impl MsiRoutes for MsixVectors {
+impl MsiRoutes for VfioVectors {
     fn disable(&mut self, vectors: &[u16]) -> Result<(), RouteError> {
         for &v in vectors {
             let Some(vec) = self.vectors.get_mut(usize::from(v)) else {
@@ -224,7 +267,7 @@ impl MsiRoutes for MsixVectors {
             if let (true, Some(gsi)) = (vec.irqfd, vec.gsi) {
                 self.routing
                     .unregister_irqfd(&vec.evt, gsi)
-                    .map_err(|e| RouteError::new(format!("{} MSI-X vector {v}", self.name), e.0))?;
+                    .map_err(|e| RouteError::new(format!("{} vector {v}", self.name), e.0))?;
                 vec.irqfd = false;
             }
         }
@@ -243,7 +286,7 @@ impl MsiRoutes for MsixVectors {
                     let g = self
                         .routing
                         .allocate_gsi()
-                        .map_err(|e| RouteError::new(format!("{} MSI-X GSI", self.name), e.0))?;
+                        .map_err(|e| RouteError::new(format!("{} GSI", self.name), e.0))?;
                     vec.gsi = Some(g);
                     g
                 }
@@ -258,13 +301,10 @@ impl MsiRoutes for MsixVectors {
             .filter(|(i, v)| v.gsi.is_some() && !routes.iter().any(|r| usize::from(r.vector) == *i))
             .filter_map(|(_, v)| v.gsi)
             .collect();
-        log::debug!(
-            "{}: MSI-X routes {set:x?}, removed GSIs {remove:?}",
-            self.name
-        );
+        log::debug!("{}: routes {set:x?}, removed GSIs {remove:?}", self.name);
         self.routing
             .update_msi_routes(&set, &remove)
-            .map_err(|e| RouteError::new(format!("{} MSI-X routes", self.name), e.0))
+            .map_err(|e| RouteError::new(format!("{} routes", self.name), e.0))
     }
 
     fn enable(&mut self, vectors: &[u16]) -> Result<(), RouteError> {
@@ -278,7 +318,7 @@ impl MsiRoutes for MsixVectors {
             if !vec.irqfd {
                 self.routing
                     .register_irqfd(&vec.evt, gsi)
-                    .map_err(|e| RouteError::new(format!("{name} MSI-X vector {v}"), e.0))?;
+                    .map_err(|e| RouteError::new(format!("{name} vector {v}"), e.0))?;
                 vec.irqfd = true;
             }
             if !vec.armed {
@@ -296,21 +336,21 @@ impl MsiRoutes for MsixVectors {
         if let Some(v) = self.vectors.get(usize::from(vector)) {
             v.evt
                 .write(1)
-                .map_err(|e| RouteError::new(format!("{} MSI-X vector {vector}", self.name), e))?;
+                .map_err(|e| RouteError::new(format!("{} vector {vector}", self.name), e))?;
         }
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::vm_hooks::HookError;
     use pci::MsiMessage;
     use std::sync::Mutex;
 
     #[derive(Default)]
-    struct Log(Mutex<Vec<String>>);
+    pub(crate) struct Log(pub(crate) Mutex<Vec<String>>);
 
     impl IrqRouting for Log {
         fn allocate_gsi(&self) -> Result<u32, HookError> {
@@ -338,15 +378,30 @@ mod tests {
             self.0.lock().unwrap().push(format!("irqfd+ {gsi}"));
             Ok(())
         }
+        fn register_irqfd_with_resample(
+            &self,
+            _: &EventFd,
+            _: &EventFd,
+            gsi: u32,
+        ) -> Result<(), HookError> {
+            self.0.lock().unwrap().push(format!("irqfd+resample {gsi}"));
+            Ok(())
+        }
         fn unregister_irqfd(&self, _: &EventFd, gsi: u32) -> Result<(), HookError> {
             self.0.lock().unwrap().push(format!("irqfd- {gsi}"));
             Ok(())
         }
     }
 
-    struct Setter(Arc<Log>);
+    pub(crate) struct Setter(pub(crate) Arc<Log>);
     impl IrqSetter for Setter {
-        fn set_irqs(&self, index: u32, start: u32, fds: &[i32]) -> std::io::Result<()> {
+        fn set_irqs_action(
+            &self,
+            index: u32,
+            _action: IrqAction,
+            start: u32,
+            fds: &[i32],
+        ) -> std::io::Result<()> {
             let shape: Vec<char> = fds
                 .iter()
                 .map(|f| if *f >= 0 { 'E' } else { '-' })
@@ -372,7 +427,8 @@ mod tests {
     #[test]
     fn guest_msix_enable_puts_the_host_in_msix_mode_without_triggers() {
         let log = Arc::new(Log::default());
-        let mut m = MsixVectors::new(
+        let mut m = VfioVectors::new(
+            MSIX_IRQ_INDEX,
             "00:02.0",
             4,
             log.clone(),
@@ -401,7 +457,8 @@ mod tests {
     #[test]
     fn only_unmasked_vectors_are_armed_and_count_grows_by_reenabling() {
         let log = Arc::new(Log::default());
-        let mut m = MsixVectors::new(
+        let mut m = VfioVectors::new(
+            MSIX_IRQ_INDEX,
             "00:02.0",
             9,
             log.clone(),

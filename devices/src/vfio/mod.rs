@@ -4,6 +4,7 @@
 pub mod bars;
 pub mod device;
 pub mod group;
+pub mod intx;
 pub mod irq;
 
 pub use device::{VfioPciDevice, VfioPciError};

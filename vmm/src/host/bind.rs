@@ -921,6 +921,50 @@ mod tests {
     }
 
     #[test]
+    fn refuses_the_transport_of_a_mounted_shared_filesystem() {
+        let h = host();
+        // A VM's root over virtio-9p (as in the test rig's L1), and a virtiofs share.
+        h.pci("0000:00:08.0", "1af4:1009", 0x000200)
+            .driver("virtio-pci")
+            .group(8)
+            .virtio_9p("virtio1", "host");
+        h.pci("0000:00:09.0", "1af4:105a", 0x018000)
+            .driver("virtio-pci")
+            .group(9);
+        h.dir("/sys/devices/pci0000:00/0000:00:09.0/virtio2");
+        h.file("/sys/fs/virtiofs/0/tag", "share\n");
+        std::os::unix::fs::symlink(
+            h.dev_dir("0000:00:09.0").join("virtio2"),
+            h.p("/sys/fs/virtiofs/0/device"),
+        )
+        .unwrap();
+        h.file(
+            "/proc/self/mountinfo",
+            "1 0 0:25 / / ro,relatime - 9p host ro,trans=virtio,version=9p2000.L\n\
+             2 1 0:26 / /srv rw,relatime shared:5 - virtiofs share rw\n\
+             3 1 0:27 / /mnt rw,relatime - 9p host rw,trans=tcp\n",
+        );
+        let root = h.root();
+        let err = plan_bind(&root, &addr("00:08.0"), BindOptions::default()).unwrap_err();
+        assert!(matches!(err, HostError::InUse { group: 8, .. }), "{err}");
+        assert_eq!(
+            host_use(&root, "0000:00:08.0").unwrap(),
+            vec!["virtio1 (9p mount tag host) is mounted on /"]
+        );
+        assert_eq!(
+            host_use(&root, "0000:00:09.0").unwrap(),
+            vec!["virtio2 (virtiofs mount tag share) is mounted on /srv"]
+        );
+        // Unmounted (or mounted over another transport), the device may go.
+        h.file(
+            "/proc/self/mountinfo",
+            "3 1 0:27 / /mnt rw,relatime - 9p host rw,trans=tcp\n",
+        );
+        assert!(plan_bind(&root, &addr("00:08.0"), BindOptions::default()).is_ok());
+        assert!(host_use(&root, "0000:00:09.0").unwrap().is_empty());
+    }
+
+    #[test]
     fn bind_by_id_with_count() {
         let h = host();
         h.pci("0000:00:05.0", "1b36:0010", 0x010802)

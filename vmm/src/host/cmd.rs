@@ -43,9 +43,10 @@ pub enum HostCommand {
         /// Print a JSON array (fields documented in vmm::host::inventory).
         #[arg(long)]
         json: bool,
-        /// Which devices: display controllers (gpu) or every class (all).
-        #[arg(long, value_enum, default_value_t = ClassFilter::Gpu)]
-        class: ClassFilter,
+        /// Which devices: display controllers (gpu) or every class (all); default: gpu, or
+        /// all with --id (an id names the devices already).
+        #[arg(long, value_enum)]
+        class: Option<ClassFilter>,
         /// Only devices with this VENDOR:DEVICE id (hex), e.g. 10de:2335.
         #[arg(long)]
         id: Option<String>,
@@ -79,6 +80,20 @@ pub enum ClassFilter {
     Gpu,
     /// Every device.
     All,
+}
+
+/// What `list` shows: `--class` when given, else display controllers, or every class when
+/// `--id` already names the devices.
+fn list_filter(class: Option<ClassFilter>, id: Option<PciId>) -> ListFilter {
+    let class = class.unwrap_or(if id.is_some() {
+        ClassFilter::All
+    } else {
+        ClassFilter::Gpu
+    });
+    ListFilter {
+        all_classes: class == ClassFilter::All,
+        id,
+    }
 }
 
 fn fail(e: HostError) -> ExitCode {
@@ -130,10 +145,7 @@ pub fn main(args: HostArgs) -> ExitCode {
                 Ok(id) => id,
                 Err(e) => return fail(e),
             };
-            let filter = ListFilter {
-                all_classes: class == ClassFilter::All,
-                id,
-            };
+            let filter = list_filter(class, id);
             let reports = match inventory::list(&root, &filter) {
                 Ok(r) => r,
                 Err(e) => return fail(e),
@@ -276,7 +288,9 @@ mod tests {
             .command
         {
             HostCommand::List { json, class, id } => {
-                assert!(!json && class == ClassFilter::All && id.as_deref() == Some("10de:2335"))
+                assert!(
+                    !json && class == Some(ClassFilter::All) && id.as_deref() == Some("10de:2335")
+                )
             }
             c => panic!("{c:?}"),
         }
@@ -307,6 +321,15 @@ mod tests {
     }
 
     #[test]
+    fn list_with_an_id_shows_every_class_unless_told() {
+        let nvme = PciId::parse("1b36:0010").ok();
+        assert!(list_filter(None, nvme).all_classes);
+        assert!(!list_filter(None, None).all_classes);
+        assert!(!list_filter(Some(ClassFilter::Gpu), nvme).all_classes);
+        assert!(list_filter(Some(ClassFilter::All), None).all_classes);
+    }
+
+    #[test]
     fn exit_status_follows_readiness() {
         let h = FakeHost::new();
         let root = h.p("/");
@@ -318,6 +341,10 @@ mod tests {
         // No IOMMU: not ready.
         assert_eq!(run(&["check"]), ExitCode::from(1));
         assert_eq!(run(&["list", "--class", "all"]), ExitCode::SUCCESS);
+        assert!(matches!(
+            parse(&["list"]).unwrap().command,
+            HostCommand::List { class: None, .. }
+        ));
         assert_eq!(
             run(&["bind", "01:00.0"]),
             ExitCode::from(crate::cli::EXIT_ERROR)

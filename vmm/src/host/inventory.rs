@@ -300,9 +300,14 @@ impl Inventory {
     pub fn readiness(&self, dev: &PciDevice) -> Readiness {
         let mut reasons = Vec::new();
         if dev.is_bridge() {
+            let class = class_name(dev.class);
+            let article = if class.starts_with(['A', 'E', 'I', 'O', 'U']) {
+                "an"
+            } else {
+                "a"
+            };
             reasons.push(format!(
-                "it is a {} (bridges are not passed through)",
-                class_name(dev.class)
+                "it is {article} {class} (bridges are not passed through)"
             ));
             return Readiness { reasons };
         }

@@ -188,6 +188,14 @@ impl Pci<'_> {
         self
     }
 
+    /// A virtio-9p transport below this device: virtio device `name` with `mount_tag`.
+    pub fn virtio_9p(&self, name: &str, tag: &str) -> &Self {
+        let v = self.d().join(name);
+        w(&v.join("mount_tag"), &format!("{tag}\0\n"));
+        link(&v, &self.host.p(&format!("/sys/bus/virtio/devices/{name}")));
+        self
+    }
+
     /// A network interface below this device, listed in /sys/class/net.
     pub fn net(&self, iface: &str) -> &Self {
         let n = self.d().join("net").join(iface);

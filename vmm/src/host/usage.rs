@@ -1,11 +1,14 @@
 //! Whether the host itself uses a PCI device: a disk behind it holds a mounted filesystem or
-//! active swap, or a network interface behind it carries a default route.
+//! active swap, a network interface behind it carries a default route, or it is the virtio
+//! transport of a mounted shared filesystem (virtio-9p, virtiofs; e.g. a VM's root).
 //!
 //! Block and network devices are matched to the PCI device by where their sysfs nodes live:
 //! `/sys/class/block/X` and `/sys/class/net/X` resolve to paths below the PCI device's
 //! directory. Mounts are matched by device number (`/proc/self/mountinfo`), which also
 //! covers `/dev/root`; device-mapper and md devices stacked on a disk are followed through
-//! `holders/`.
+//! `holders/`. Shared filesystems have no block device: they are matched by mount tag, the
+//! source of a `9p` (trans=virtio) or `virtiofs` mount, against the `mount_tag` of the
+//! virtio devices below the PCI device (9p) or `/sys/fs/virtiofs/*/tag` (virtiofs).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -21,7 +24,76 @@ pub fn host_use(root: &HostRoot, address: &str) -> Result<Vec<String>, HostError
     };
     let mut uses = block_uses(root, &dev_dir)?;
     uses.extend(net_uses(root, &dev_dir)?);
+    uses.extend(shared_fs_uses(root, &dev_dir)?);
     Ok(uses)
+}
+
+/// Mounted virtio-9p and virtiofs filesystems whose virtio device lives below `dev_dir`.
+fn shared_fs_uses(root: &HostRoot, dev_dir: &Path) -> Result<Vec<String>, HostError> {
+    // (filesystem type, mount tag) -> virtio device, for the devices below `dev_dir`.
+    let mut tags: HashMap<(&str, String), String> = HashMap::new();
+    let virtio = root.path("/sys/bus/virtio/devices");
+    for name in list_dir(&virtio)? {
+        let Ok(target) = fs::canonicalize(virtio.join(&name)) else {
+            continue;
+        };
+        if target.starts_with(dev_dir) {
+            if let Some(tag) = read_opt(&target.join("mount_tag"))? {
+                // The attribute may carry a trailing NUL.
+                let tag = tag.trim_end_matches('\0').to_string();
+                tags.insert(("9p", tag), name);
+            }
+        }
+    }
+    let vfs = root.path("/sys/fs/virtiofs");
+    for n in list_dir(&vfs)? {
+        let Ok(target) = fs::canonicalize(vfs.join(&n).join("device")) else {
+            continue;
+        };
+        if target.starts_with(dev_dir) {
+            if let Some(tag) = read_opt(&vfs.join(&n).join("tag"))? {
+                let name = target
+                    .file_name()
+                    .map_or(n.clone(), |f| f.to_string_lossy().into_owned());
+                tags.insert(("virtiofs", tag), name);
+            }
+        }
+    }
+    if tags.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut uses = BTreeSet::new();
+    for line in read_opt(&root.path("/proc/self/mountinfo"))?
+        .unwrap_or_default()
+        .lines()
+    {
+        // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPEROPTIONS`
+        let Some((head, tail)) = line.split_once(" - ") else {
+            continue;
+        };
+        let tail: Vec<&str> = tail.split_whitespace().collect();
+        let (Some(mnt), [fstype, source, rest @ ..]) =
+            (head.split_whitespace().nth(4), tail.as_slice())
+        else {
+            continue;
+        };
+        let fstype = match *fstype {
+            "9p" if rest
+                .first()
+                .is_some_and(|o| o.split(',').any(|o| o == "trans=virtio")) =>
+            {
+                "9p"
+            }
+            "virtiofs" => "virtiofs",
+            _ => continue,
+        };
+        if let Some(dev) = tags.get(&(fstype, source.to_string())) {
+            uses.insert(format!(
+                "{dev} ({fstype} mount tag {source}) is mounted on {mnt}"
+            ));
+        }
+    }
+    Ok(uses.into_iter().collect())
 }
 
 /// Class entries (`/sys/class/CLASS/*`) whose node lives below `dev_dir`.

@@ -940,7 +940,7 @@ mod tests {
         .unwrap();
         h.file(
             "/proc/self/mountinfo",
-            "1 0 0:25 / / ro,relatime - 9p host ro,trans=virtio,version=9p2000.L\n\
+            "1 0 0:25 / / ro,relatime - 9p host ro,version=9p2000.L\n\
              2 1 0:26 / /srv rw,relatime shared:5 - virtiofs share rw\n\
              3 1 0:27 / /mnt rw,relatime - 9p host rw,trans=tcp\n",
         );
@@ -954,6 +954,15 @@ mod tests {
         assert_eq!(
             host_use(&root, "0000:00:09.0").unwrap(),
             vec!["virtio2 (virtiofs mount tag share) is mounted on /srv"]
+        );
+        // The transport named explicitly counts too.
+        h.file(
+            "/proc/self/mountinfo",
+            "1 0 0:25 / /data rw - 9p host rw,trans=virtio\n",
+        );
+        assert_eq!(
+            host_use(&root, "0000:00:08.0").unwrap(),
+            vec!["virtio1 (9p mount tag host) is mounted on /data"]
         );
         // Unmounted (or mounted over another transport), the device may go.
         h.file(

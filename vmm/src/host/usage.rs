@@ -7,7 +7,7 @@
 //! directory. Mounts are matched by device number (`/proc/self/mountinfo`), which also
 //! covers `/dev/root`; device-mapper and md devices stacked on a disk are followed through
 //! `holders/`. Shared filesystems have no block device: they are matched by mount tag, the
-//! source of a `9p` (trans=virtio) or `virtiofs` mount, against the `mount_tag` of the
+//! source of a `9p` (virtio transport) or `virtiofs` mount, against the `mount_tag` of the
 //! virtio devices below the PCI device (9p) or `/sys/fs/virtiofs/*/tag` (virtiofs).
 
 use std::collections::{BTreeSet, HashMap};
@@ -77,13 +77,13 @@ fn shared_fs_uses(root: &HostRoot, dev_dir: &Path) -> Result<Vec<String>, HostEr
         else {
             continue;
         };
+        // The kernel shows `trans=` only for a transport other than its default, which is
+        // virtio whenever a virtio 9p device exists.
+        let trans = rest
+            .first()
+            .and_then(|o| o.split(',').find_map(|o| o.strip_prefix("trans=")));
         let fstype = match *fstype {
-            "9p" if rest
-                .first()
-                .is_some_and(|o| o.split(',').any(|o| o == "trans=virtio")) =>
-            {
-                "9p"
-            }
+            "9p" if trans.is_none_or(|t| t == "virtio") => "9p",
             "virtiofs" => "virtiofs",
             _ => continue,
         };

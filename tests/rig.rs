@@ -131,6 +131,20 @@ fn vfio_nvme() {
     assert_scenario_passes("vfio-nvme");
 }
 
+/// ivshmem's 64 GiB BAR passed through: assigned at full size, a word written at +60 GiB
+/// lands in the backing file.
+#[test]
+fn vfio_bigbar() {
+    assert_scenario_passes("vfio-bigbar");
+}
+
+/// Five devices in one guest: nvme and e1000e drivers, bochs and ivshmem registers, edu's DMA
+/// through the IOMMU and its INTx.
+#[test]
+fn vfio_multi() {
+    assert_scenario_passes("vfio-multi");
+}
+
 /// A device not bound to vfio-pci is refused before the guest starts, by name, with the fix.
 #[test]
 fn vfio_bad_group() {

@@ -4,10 +4,13 @@
 # Debian packages the rig needs on L0. bookworm's qemu-system-x86 (7.2) makes apt
 # remove a newer qemu-utils (backports' 10.0 on the project's machines), so
 # qemu-utils is listed too: qemu-img stays available, in the matching version.
-RIG_PACKAGES=(qemu-system-x86 qemu-utils busybox-static kmod cpio)
+# jq: scenario scripts in L1 read conduit's JSON output with L0's jq.
+RIG_PACKAGES=(qemu-system-x86 qemu-utils busybox-static kmod cpio jq)
 # L1 initramfs modules (with their dependencies); L2's are for the guest drivers.
+# A scenario's meta adds more with L1_EXTRA_MODULES="nvme ..." (loaded after these, so
+# e.g. the nvme starts bound to L1's nvme driver unless BIND names it).
 L1_MODULES=(kvm_amd vfio_pci vfio_iommu_type1 virtio_pci 9pnet_virtio 9p)
-L2_MODULES=(nvme e1000e)
+L2_MODULES=(nvme e1000e uio_pci_generic)
 
 APT_UPDATED=0
 apt_update_once() {
@@ -111,7 +114,7 @@ pack_initrd() { ( cd "$1" && find . | cpio -o -H newc --quiet | gzip -1 ) > "$2"
 # build_l1_initrd OUT: busybox + L1 modules of the Debian kernel (none for a
 # self-built kernel with everything built in) + lib/l1-init.
 build_l1_initrd() {
-    local root=$RUN_DIR/l1-root mods=("${L1_MODULES[@]}")
+    local root=$RUN_DIR/l1-root mods=("${L1_MODULES[@]}" ${L1_EXTRA_MODULES:-})
     busybox_root "$root" "$RIG_SRC/lib/l1-init" || return 1
     if [ "$L1_KERNEL" = debian ]; then
         if [ "${RIG_BREAK:-}" = no-kvm-module ]; then

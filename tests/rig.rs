@@ -145,6 +145,13 @@ fn vfio_multi() {
     assert_scenario_passes("vfio-multi");
 }
 
+/// The guest reboots with `--on-reboot restart`: the rebuilt VM gets the reset nvme back and
+/// it works again.
+#[test]
+fn vfio_reboot() {
+    assert_scenario_passes("vfio-reboot");
+}
+
 /// A device not bound to vfio-pci is refused before the guest starts, by name, with the fix.
 #[test]
 fn vfio_bad_group() {

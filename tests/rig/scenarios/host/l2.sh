@@ -1,0 +1,1 @@
+../vfio-nvme/l2.sh

@@ -1,0 +1,1 @@
+../vfio-nvme/post.sh

@@ -152,6 +152,15 @@ fn vfio_reboot() {
     assert_scenario_passes("vfio-reboot");
 }
 
+/// `conduit host`: check finds L1's VT-d and interrupt remapping, list shows the emulated
+/// devices in their IOMMU groups, bind refuses the 9p root's group and moves the nvme from
+/// L1's nvme driver to vfio-pci, `run --gpus 1b36:0010x1` passes it to L2, and unbind gives
+/// it back to the nvme driver with its data (pattern A and L2's pattern B).
+#[test]
+fn host() {
+    assert_scenario_passes("host");
+}
+
 /// A device not bound to vfio-pci is refused before the guest starts, by name, with the fix.
 #[test]
 fn vfio_bad_group() {

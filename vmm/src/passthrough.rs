@@ -11,8 +11,9 @@ use devices::{BusDevice, BusError};
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
 use kvm_ioctls::VmFd;
 use pci::{BarKind, PciBus, PciDevice};
-use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioOps};
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioIommufd, VfioOps};
 use vm_allocator::{AddressAllocator, AllocPolicy};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::memory::GuestMemoryMmap;
 use crate::vcpu::IoBuses;
@@ -26,6 +27,9 @@ pub enum PassthroughError {
     /// No VFIO on the host.
     #[error("cannot open /dev/vfio/vfio: {0} (load vfio-pci: modprobe vfio-pci; `conduit host check` tells more)")]
     Container(String),
+    /// iommufd asked for but not usable.
+    #[error("--iommu iommufd: {0}")]
+    Iommufd(String),
     /// KVM VFIO device.
     #[error("cannot create the KVM VFIO device: {0}")]
     KvmDevice(kvm_ioctls::Error),
@@ -63,6 +67,95 @@ pub enum PassthroughError {
         /// Underlying error.
         source: pci::Error,
     },
+}
+
+/// Which kernel interface isolates the devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IommuMode {
+    /// iommufd with the VFIO device cdev when the host has both, else type1.
+    #[default]
+    Auto,
+    /// The VFIO container with the type1 IOMMU (/dev/vfio/vfio, group files).
+    Type1,
+    /// iommufd (/dev/iommu) and the per-device cdev (/dev/vfio/devices/vfioN).
+    Iommufd,
+}
+
+impl std::str::FromStr for IommuMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "type1" => Ok(Self::Type1),
+            "iommufd" => Ok(Self::Iommufd),
+            _ => Err(format!(
+                "invalid IOMMU interface '{s}': use auto, type1 or iommufd"
+            )),
+        }
+    }
+}
+
+/// The IOMMU container of a VM, whichever interface it uses.
+enum Backend {
+    Type1(Arc<VfioContainer>),
+    Iommufd(Arc<VfioIommufd>),
+}
+
+impl Backend {
+    fn ops(&self) -> Arc<dyn VfioOps> {
+        match self {
+            Backend::Type1(c) => c.clone(),
+            Backend::Iommufd(i) => i.clone(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Type1(_) => "type1",
+            Backend::Iommufd(_) => "iommufd",
+        }
+    }
+
+    /// Maps all of guest RAM, one mapping per RAM region.
+    ///
+    /// # Safety
+    /// `mem` must stay mapped until [`Self::unmap`] (Passthrough keeps a clone of it).
+    unsafe fn map(&self, mem: &GuestMemoryMmap) -> Result<(), String> {
+        match self {
+            // SAFETY: as the caller promises.
+            Backend::Type1(c) => unsafe { c.vfio_map_guest_memory(mem) }.map_err(|e| e.to_string()),
+            Backend::Iommufd(i) => {
+                for r in mem.iter() {
+                    // SAFETY: as the caller promises; the range is one live guest region.
+                    unsafe { i.vfio_dma_map(r.start_addr().0, r.len() as usize, r.as_ptr()) }
+                        .map_err(|e| format!("region at {:#x}: {e}", r.start_addr().0))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn unmap(&self, mem: &GuestMemoryMmap) -> Result<(), String> {
+        match self {
+            Backend::Type1(c) => c.vfio_unmap_guest_memory(mem).map_err(|e| e.to_string()),
+            Backend::Iommufd(i) => {
+                for r in mem.iter() {
+                    i.vfio_dma_unmap(r.start_addr().0, r.len() as usize)
+                        .map_err(|e| format!("region at {:#x}: {e}", r.start_addr().0))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether iommufd can serve `devices`: /dev/iommu exists and each device has a vfio cdev.
+fn iommufd_available(devices: &[vfio::HostDevice]) -> bool {
+    Path::new("/dev/iommu").exists()
+        && devices
+            .iter()
+            .all(|d| d.sysfs_path.join("vfio-dev").is_dir())
 }
 
 /// The guest's PCI address windows, handed out to BARs.
@@ -127,7 +220,7 @@ impl BusDevice for BarTrap {
 /// The VM's passthrough state. Dropping it unmaps guest RAM from the IOMMU after the
 /// devices are gone (they are dropped with the PCI bus and the I/O buses first).
 pub struct Passthrough {
-    container: Arc<VfioContainer>,
+    backend: Backend,
     memory: GuestMemoryMmap,
     /// The attached devices, in command-line order.
     pub devices: Vec<Arc<Mutex<VfioPciDevice>>>,
@@ -141,7 +234,7 @@ impl Drop for Passthrough {
         for d in &self.devices {
             d.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
         }
-        if let Err(e) = self.container.vfio_unmap_guest_memory(&self.memory) {
+        if let Err(e) = self.backend.unmap(&self.memory) {
             log::warn!("unmapping guest memory from the IOMMU: {e}");
         }
         self.devices.clear();
@@ -164,6 +257,15 @@ pub struct AttachContext<'a> {
     pub memslots: Arc<dyn MemslotMapper>,
     /// BAR addresses.
     pub bars: &'a mut BarAllocator,
+    /// Which IOMMU interface to use.
+    pub iommu: IommuMode,
+}
+
+impl Passthrough {
+    /// The IOMMU interface in use: "type1" or "iommufd".
+    pub fn iommu(&self) -> &'static str {
+        self.backend.name()
+    }
 }
 
 /// Checks, opens and attaches `specs` (addresses or sysfs paths), in order.
@@ -190,36 +292,60 @@ pub fn attach(
         .vm
         .create_device(&mut kvm_dev)
         .map_err(PassthroughError::KvmDevice)?;
-    let container = Arc::new(
-        VfioContainer::new(Some(Arc::new(VfioDeviceFd::new_from_kvm(kvm_vfio))))
-            .map_err(|e| PassthroughError::Container(e.to_string()))?,
-    );
+    let kvm_vfio = Some(Arc::new(VfioDeviceFd::new_from_kvm(kvm_vfio)));
+    let use_iommufd = match ctx.iommu {
+        IommuMode::Type1 => false,
+        IommuMode::Auto => iommufd_available(&hosts),
+        IommuMode::Iommufd => {
+            if !iommufd_available(&hosts) {
+                return Err(PassthroughError::Iommufd(
+                    "the host has no /dev/iommu or a device has no VFIO cdev (needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV)".into(),
+                ));
+            }
+            true
+        }
+    };
+    let backend = if use_iommufd {
+        let iommufd = iommufd_ioctls::IommuFd::new()
+            .map_err(|e| PassthroughError::Iommufd(format!("cannot open /dev/iommu: {e}")))?;
+        Backend::Iommufd(Arc::new(
+            VfioIommufd::new(Arc::new(iommufd), None, kvm_vfio)
+                .map_err(|e| PassthroughError::Iommufd(e.to_string()))?,
+        ))
+    } else {
+        Backend::Type1(Arc::new(
+            VfioContainer::new(kvm_vfio).map_err(|e| PassthroughError::Container(e.to_string()))?,
+        ))
+    };
 
     let mut opened = Vec::with_capacity(hosts.len());
     for h in &hosts {
-        let dev = VfioDevice::new(&h.sysfs_path, container.clone() as Arc<dyn VfioOps>, false)
-            .map_err(|e| {
-                let busy = format!("{e:?}").contains("EBUSY") || e.to_string().contains("busy");
-                PassthroughError::Open {
-                    device: h.address.clone(),
-                    group: h.group,
-                    reason: if busy {
-                        "the device is in use (another VM or process holds its IOMMU group)".into()
-                    } else {
-                        e.to_string()
-                    },
-                }
-            })?;
+        let dev = VfioDevice::new(&h.sysfs_path, backend.ops(), use_iommufd).map_err(|e| {
+            let busy = format!("{e:?}").contains("EBUSY") || e.to_string().contains("busy");
+            PassthroughError::Open {
+                device: h.address.clone(),
+                group: h.group,
+                reason: if busy {
+                    "the device is in use (another VM or process holds its IOMMU group)".into()
+                } else {
+                    e.to_string()
+                },
+            }
+        })?;
         opened.push(Arc::new(dev));
     }
     // The container has its IOMMU type once a group is in it: map all RAM now, before any
     // device can be told to do DMA.
-    // SAFETY: guest memory stays mapped for as long as the container maps it: Passthrough
+    // SAFETY: guest memory stays mapped for as long as the IOMMU maps it: Passthrough
     // keeps a clone of the memory and unmaps it from the IOMMU before dropping that clone.
-    unsafe { container.vfio_map_guest_memory(ctx.memory) }
-        .map_err(|e| PassthroughError::DmaMap(e.to_string()))?;
+    unsafe { backend.map(ctx.memory) }.map_err(PassthroughError::DmaMap)?;
+    log::debug!(
+        "passthrough: {} devices behind {}",
+        hosts.len(),
+        backend.name()
+    );
     let pass = Passthrough {
-        container,
+        backend,
         memory: ctx.memory.clone(),
         devices: Vec::new(),
     };

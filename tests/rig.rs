@@ -167,6 +167,12 @@ fn vfio_bad_group() {
     assert_scenario_passes("vfio-bad-group");
 }
 
+/// Conduit boots the stock kernel as an ELF vmlinux through its PVH entry, with 2 vCPUs.
+#[test]
+fn boot_pvh() {
+    assert_scenario_passes("boot-pvh");
+}
+
 /// An L1 without kvm_amd must fail the run, naming the stage, never pass it.
 #[test]
 fn broken_l1_is_caught() {

@@ -723,4 +723,26 @@ mod tests {
             k.kernel_end.0
         );
     }
+
+    /// Loads the ELF vmlinux the rig extracts from the Debian bzImage, when present: a
+    /// stock kernel built with CONFIG_PVH carries the PVH entry note.
+    #[test]
+    fn real_vmlinux_boots_through_pvh_if_present() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rig/kernel/vmlinux");
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            println!(
+                "SKIP real_vmlinux_boots_through_pvh_if_present: no {} (tests/rig/run --setup makes it)",
+                path.display()
+            );
+            return;
+        };
+        let m = mem(512 * MIB);
+        let k = load(&m, &mut file, &path).unwrap();
+        assert_eq!(k.mode, BootMode::Pvh, "the Debian kernel has a PVH note");
+        assert!(
+            k.entry.0 < 1 << 32,
+            "PVH entry is a 32-bit physical address"
+        );
+        assert!(k.setup_header.is_none());
+    }
 }

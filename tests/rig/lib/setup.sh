@@ -57,7 +57,26 @@ setup_debian_kernel() {
     fi
     KVER=$(cat "$dir/KVER")
     DEBIAN_KERNEL=$dir/boot/vmlinuz-$KVER
-    [ -f "$DEBIAN_KERNEL" ]
+    [ -f "$DEBIAN_KERNEL" ] && setup_vmlinux "$DEBIAN_KERNEL" "$dir/vmlinux"
+}
+
+# setup_vmlinux BZIMAGE OUT: the ELF vmlinux inside the bzImage (for ELF/PVH boot tests),
+# found by the magic of its compressed payload (xz, gzip or zstd) and decompressed once.
+setup_vmlinux() {
+    [ -f "$2" ] && return 0
+    local entry magic tool off
+    for entry in '\xfd\x37\x7a\x58\x5a\x00:xz -dc' '\x1f\x8b\x08:gzip -dc' '\x28\xb5\x2f\xfd:zstd -dc'; do
+        magic=${entry%%:*} tool=${entry#*:}
+        off=$(LC_ALL=C grep -aboP "$magic" "$1" 2>/dev/null | head -n1 | cut -d: -f1)
+        [ -n "$off" ] || continue
+        tail -c +$((off + 1)) "$1" | $tool 2>/dev/null > "$2.tmp"
+        if [ "$(head -c 4 "$2.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
+            mv "$2.tmp" "$2" && return 0
+        fi
+    done
+    rm -f "$2.tmp"
+    log "cannot extract vmlinux from $1"
+    return 1
 }
 
 # Disk images with a known pattern in their first MiB (2048 sectors), 64 MiB sparse.

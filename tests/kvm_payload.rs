@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use vmm::config::{GuestImage, OnReboot, SerialMode, VmConfig};
+use vmm::config::{OnReboot, PayloadConfig, SerialMode, VmConfig};
 use vmm::event_loop::Outcome;
 
 /// The VM recipe blocks signals and installs handlers process-wide: one VM at a time.
@@ -102,8 +102,13 @@ fn serial_file(name: &str) -> PathBuf {
 fn run(code: Vec<u8>, cpus: u8, name: &str) -> (Outcome, Vec<u8>) {
     let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
     let log = serial_file(name);
+    let payload = serial_file(&format!("{name}-code"));
+    std::fs::write(&payload, &code).expect("write the payload");
     let config = VmConfig {
-        guest: GuestImage::RealModePayload(code),
+        kernel: None,
+        payload: Some(PayloadConfig {
+            path: payload.clone(),
+        }),
         cpus,
         memory_bytes: 64 << 20,
         hugepages: false,
@@ -114,6 +119,7 @@ fn run(code: Vec<u8>, cpus: u8, name: &str) -> (Outcome, Vec<u8>) {
     let outcome = vmm::vm::run(&config).expect("the payload VM runs");
     let out = std::fs::read(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&payload);
     (outcome, out)
 }
 

@@ -1,12 +1,21 @@
-//! Command-line front end: `conduit run ...`, `conduit host ...`.
+//! Command-line front end: `conduit run ...`, `conduit serve ...`, `conduit ctl ...`,
+//! `conduit host ...`.
+//!
+//! `run` describes the VM either with flags or with `--config FILE` (the JSON VmConfig);
+//! the two are exclusive. `run --api-socket PATH` serves the API while the VM runs;
+//! `serve --api-socket PATH` serves it with no VM until one is created. SIGINT and
+//! SIGTERM are blocked in every thread and taken by one thread with `sigwait`, which stops
+//! the VM (and the server).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{mpsc, Arc};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, GuestImage, OnReboot, SerialMode, VmConfig};
-use crate::event_loop::Outcome;
+use crate::config::{self, DeviceConfig, KernelConfig, OnReboot, SerialMode, VmConfig};
+use crate::event_loop::{self, Outcome};
+use crate::vm::{Vm, VmError};
 
 /// Exit status when the guest powered off.
 pub const EXIT_POWEROFF: u8 = 0;
@@ -14,6 +23,9 @@ pub const EXIT_POWEROFF: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit status when the guest rebooted and `--on-reboot exit` was in force.
 pub const EXIT_REBOOT: u8 = 3;
+/// Exit status when the host stopped the VM by force (API `vm.shutdown` timed out, or
+/// `vmm.shutdown`).
+pub const EXIT_FORCED: u8 = 4;
 /// Exit status base for a stop by signal (128 + signal number, as shells report).
 pub const EXIT_SIGNAL_BASE: u8 = 128;
 
@@ -32,15 +44,40 @@ struct Cli {
 enum Command {
     /// Boot a Linux guest.
     Run(RunArgs),
+    /// Serve the REST API on a unix socket; VMs are created and booted through it.
+    Serve(ServeArgs),
+    /// Talk to a running `conduit serve` or `conduit run --api-socket` (the API client).
+    Ctl(crate::ctl::CtlArgs),
     /// Check, inventory and prepare this host for passthrough.
     Host(crate::host::HostArgs),
 }
 
 #[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Where to create the API socket (mode 0600; a stale socket is replaced).
+    #[arg(long, value_name = "PATH")]
+    api_socket: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
 struct RunArgs {
+    /// The whole VM as a JSON VmConfig (resources/vmconfig.schema.json), instead of the
+    /// flags that describe it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = [
+            "kernel", "initramfs", "cmdline", "cpus", "memory", "serial", "hugepages",
+            "on_reboot", "devices", "gpus",
+        ]
+    )]
+    config: Option<PathBuf>,
+    /// Serve the REST API on this unix socket while the VM runs.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
     /// Kernel image: bzImage or ELF vmlinux.
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    kernel: Option<PathBuf>,
     /// Initramfs (cpio archive, optionally compressed).
     #[arg(long)]
     initramfs: Option<PathBuf>,
@@ -81,21 +118,57 @@ impl RunArgs {
         Ok(())
     }
 
-    fn into_config(self) -> VmConfig {
-        VmConfig {
-            guest: GuestImage::Linux {
-                kernel: self.kernel,
+    /// The VmConfig the flags (or `--config`) describe, validated.
+    fn into_config(self) -> Result<VmConfig, String> {
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            return VmConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()));
+        }
+        let config = VmConfig {
+            kernel: self.kernel.map(|path| KernelConfig {
+                path,
                 initramfs: self.initramfs,
                 cmdline: self.cmdline,
-            },
+            }),
+            payload: None,
             cpus: self.cpus,
             memory_bytes: self.memory,
             hugepages: self.hugepages,
             serial: self.serial,
             on_reboot: self.on_reboot,
-            devices: self.devices,
-        }
+            devices: self
+                .devices
+                .iter()
+                .map(|d| DeviceConfig {
+                    address: device_address(d),
+                })
+                .collect(),
+        };
+        // Flag names, not JSON field names, in the messages.
+        config.validate().map_err(|e| {
+            let flag = match e.field().split(['.', '[']).next().unwrap_or_default() {
+                "devices" => "--device".to_string(),
+                "kernel" => "--kernel".to_string(),
+                f => format!("--{}", f.replace('_', "-")),
+            };
+            match e {
+                config::ConfigError::Invalid { message, .. } => format!("{flag}: {message}"),
+                other => other.to_string(),
+            }
+        })?;
+        Ok(config)
     }
+}
+
+/// `--device` takes an address or its sysfs path: the address, canonical when it parses
+/// (left as given otherwise, for validation to name it).
+fn device_address(spec: &str) -> String {
+    let name = Path::new(spec)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(spec);
+    crate::host::sysfs::normalize_address(name).unwrap_or_else(|_| spec.to_string())
 }
 
 /// Maps how the VM stopped to the process exit status.
@@ -105,7 +178,168 @@ pub fn exit_status(outcome: &Outcome) -> u8 {
         Outcome::Reset => EXIT_REBOOT,
         Outcome::Signal(s) => EXIT_SIGNAL_BASE.saturating_add(*s as u8),
         Outcome::VcpuFailed(_) => EXIT_ERROR,
+        Outcome::ForcedOff => EXIT_FORCED,
     }
+}
+
+/// What the main thread of `run` and `serve` waits for.
+enum Event {
+    /// SIGINT or SIGTERM.
+    Signal(i32),
+    /// `vmm.shutdown` was answered.
+    ApiShutdown,
+    /// The VM stopped.
+    VmStopped(Result<Outcome, VmError>),
+}
+
+fn error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("conduit: error: {msg}");
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// Blocks SIGINT/SIGTERM (in this thread and every thread started after) and starts the
+/// thread that takes them. Call before starting any other thread.
+fn take_signals(events: &mpsc::Sender<Event>) -> Result<(), String> {
+    event_loop::block_stop_signals().map_err(|e| e.to_string())?;
+    let tx = events.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(sig) = event_loop::wait_stop_signal() {
+                if tx.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))
+}
+
+fn start_server(
+    path: &Path,
+    backend: Arc<dyn crate::api::Backend>,
+    events: &mpsc::Sender<Event>,
+) -> Result<crate::api::Server, String> {
+    let tx = events.clone();
+    crate::api::Server::start(
+        path,
+        backend,
+        Box::new(move || {
+            let _ = tx.send(Event::ApiShutdown);
+        }),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// `conduit run`.
+fn run(mut args: RunArgs) -> ExitCode {
+    if let Err(e) = args.add_gpus(&crate::host::HostRoot::system()) {
+        return error(e);
+    }
+    let api_socket = args.api_socket.take();
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let (tx, rx) = mpsc::channel();
+    if let Err(e) = take_signals(&tx) {
+        return error(e);
+    }
+    let vm = match Vm::create(config) {
+        Ok(vm) => Arc::new(vm),
+        Err(e) => return error(e),
+    };
+    let server = match &api_socket {
+        Some(path) => match start_server(
+            path,
+            Arc::new(crate::api::VmBackend::with_vm(vm.clone())),
+            &tx,
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => return error(e),
+        },
+        None => None,
+    };
+    if let Err(e) = vm.boot() {
+        return error(e);
+    }
+    let waiter = vm.clone();
+    let stopped = tx.clone();
+    if let Err(e) = std::thread::Builder::new()
+        .name("vm-wait".into())
+        .spawn(move || {
+            let _ = stopped.send(Event::VmStopped(waiter.wait()));
+        })
+    {
+        let _ = vm.kill();
+        return error(format!("cannot start the VM waiter thread: {e}"));
+    }
+    let mut signal = None;
+    let result = loop {
+        match rx.recv() {
+            Ok(Event::VmStopped(r)) => break r,
+            Ok(Event::Signal(s)) => {
+                signal.get_or_insert(s);
+                // The VM stops; its waiter then reports.
+                let _ = vm.kill();
+            }
+            Ok(Event::ApiShutdown) => {
+                let _ = vm.kill();
+            }
+            Err(_) => break vm.wait(),
+        }
+    };
+    if let Some(server) = server {
+        server.stop();
+    }
+    let result = match signal {
+        Some(s) => Ok(Outcome::Signal(s)),
+        None => result,
+    };
+    match result {
+        Ok(outcome) => {
+            match &outcome {
+                Outcome::PowerOff => eprintln!("conduit: guest powered off"),
+                Outcome::Reset => eprintln!("conduit: guest rebooted (--on-reboot exit)"),
+                Outcome::Signal(s) => eprintln!("conduit: stopped by signal {s}"),
+                Outcome::VcpuFailed(m) => eprintln!("conduit: error: {m}"),
+                Outcome::ForcedOff => eprintln!("conduit: the VM was stopped by force"),
+            }
+            ExitCode::from(exit_status(&outcome))
+        }
+        Err(e) => error(e),
+    }
+}
+
+/// `conduit serve`: the API with no VM until one is created; exits on `vmm.shutdown` (0)
+/// or a signal (128 + N), stopping any VM first.
+fn serve(args: ServeArgs) -> ExitCode {
+    let (tx, rx) = mpsc::channel();
+    if let Err(e) = take_signals(&tx) {
+        return error(e);
+    }
+    let backend = Arc::new(crate::api::VmBackend::new());
+    let server = match start_server(&args.api_socket, backend.clone(), &tx) {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    eprintln!("conduit: serving the API on {}", args.api_socket.display());
+    let status = match rx.recv() {
+        Ok(Event::Signal(s)) => {
+            crate::api::Backend::shutdown_vmm(backend.as_ref());
+            eprintln!("conduit: stopped by signal {s}");
+            EXIT_SIGNAL_BASE.saturating_add(s as u8)
+        }
+        Ok(Event::ApiShutdown) => {
+            eprintln!("conduit: vmm.shutdown");
+            0
+        }
+        Ok(Event::VmStopped(_)) | Err(_) => 0,
+    };
+    server.stop();
+    // Stop a VM created after the vmm.shutdown answer, if any.
+    crate::api::Backend::shutdown_vmm(backend.as_ref());
+    ExitCode::from(status)
 }
 
 /// Entry point of the `conduit` binary.
@@ -114,28 +348,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Host(args) => crate::host::main(args),
-        Command::Run(mut args) => {
-            if let Err(e) = args.add_gpus(&crate::host::HostRoot::system()) {
-                eprintln!("conduit: error: {e}");
-                return ExitCode::from(EXIT_ERROR);
-            }
-            let config = args.into_config();
-            match crate::vm::run(&config) {
-                Ok(outcome) => {
-                    match &outcome {
-                        Outcome::PowerOff => eprintln!("conduit: guest powered off"),
-                        Outcome::Reset => eprintln!("conduit: guest rebooted (--on-reboot exit)"),
-                        Outcome::Signal(s) => eprintln!("conduit: stopped by signal {s}"),
-                        Outcome::VcpuFailed(m) => eprintln!("conduit: error: {m}"),
-                    }
-                    ExitCode::from(exit_status(&outcome))
-                }
-                Err(e) => {
-                    eprintln!("conduit: error: {e}");
-                    ExitCode::from(EXIT_ERROR)
-                }
-            }
-        }
+        Command::Ctl(args) => crate::ctl::main(args),
+        Command::Serve(args) => serve(args),
+        Command::Run(args) => run(args),
     }
 }
 

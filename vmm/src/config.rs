@@ -1,70 +1,393 @@
-//! What a VM is made of: the one description the CLI builds (and, later, the API accepts).
+//! What a VM is made of: [`VmConfig`], the one description that the CLI flags build,
+//! `conduit run --config FILE` reads and `PUT /api/v1/vm.create` accepts.
+//!
+//! JSON form (documented in `resources/vmconfig.schema.json`):
+//!
+//! ```json
+//! {
+//!   "kernel": { "path": "/boot/vmlinuz", "initramfs": "/boot/initrd.img",
+//!               "cmdline": "console=ttyS0" },
+//!   "cpus": 2,
+//!   "memory": "1G",
+//!   "hugepages": false,
+//!   "serial": "stdio",
+//!   "on_reboot": "exit",
+//!   "devices": [ { "address": "0000:00:02.0" } ]
+//! }
+//! ```
+//!
+//! Exactly one of `kernel` and `payload` (raw 16-bit real-mode code, for tests and
+//! diagnostics) is given; every other field has a default. `memory` is a byte count or a
+//! size string (`512M`, `2G`); it is written back as a byte count. `serial` is `"stdio"`,
+//! `"off"` or `{"file": PATH}`. Unknown fields are refused, and every refusal names the
+//! field at fault (`memory: "12X" is not a size ...`, `cpus: must be 1..=254`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Default kernel command line: console on COM1, reboot (not hang) on panic.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+/// Default number of vCPUs.
+pub const DEFAULT_CPUS: u8 = 1;
+/// Default guest memory (512 MiB).
+pub const DEFAULT_MEMORY: u64 = 512 << 20;
+/// Most vCPUs a VM may have (the xAPIC ID 255 is the broadcast ID).
+pub const MAX_CPUS: u8 = 254;
+/// Least guest memory.
+pub const MIN_MEMORY: u64 = boot::layout::MIN_RAM_SIZE;
+const HUGEPAGE_SIZE: u64 = 2 << 20;
+
+/// A configuration that cannot be used, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not JSON.
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    /// A field is unknown, missing, of the wrong type or out of range.
+    #[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+    Invalid {
+        /// Path of the field (`cpus`, `kernel.path`, `devices[1].address`); empty for the
+        /// whole document.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The field at fault (empty when the whole document is).
+    pub fn field(&self) -> &str {
+        match self {
+            Self::Malformed(_) => "",
+            Self::Invalid { field, .. } => field,
+        }
+    }
+}
 
 /// Where the guest's COM1 output goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SerialMode {
     /// The VMM's stdout; host stdin feeds the guest.
+    #[default]
     Stdio,
-    /// Appended to a file.
+    /// Appended to a file (`{"file": PATH}`).
     File(PathBuf),
     /// Discarded.
     Off,
 }
 
 /// What to do when the guest reboots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum OnReboot {
-    /// Stop the VMM (exit status 3).
+    /// Stop the VM (`conduit run` exits with status 3).
     #[default]
     Exit,
     /// Rebuild the VM and boot it again.
     Restart,
 }
 
-/// What the guest runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuestImage {
-    /// A Linux kernel (bzImage or ELF vmlinux) with optional initramfs and command line.
-    Linux {
-        /// Kernel image.
-        kernel: PathBuf,
-        /// Initramfs image.
-        initramfs: Option<PathBuf>,
-        /// Kernel command line.
-        cmdline: String,
-    },
-    /// Raw 16-bit real-mode code loaded at [`crate::vm::PAYLOAD_ADDR`] (tests, diagnostics):
-    /// it runs on any KVM, including software ones that cannot boot Linux.
-    RealModePayload(Vec<u8>),
+/// A Linux kernel to boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    /// bzImage or ELF vmlinux.
+    pub path: PathBuf,
+    /// Initramfs (cpio archive, optionally compressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<PathBuf>,
+    /// Kernel command line.
+    #[serde(default = "default_cmdline")]
+    pub cmdline: String,
+}
+
+/// Raw 16-bit real-mode code loaded at [`crate::vm::PAYLOAD_ADDR`] and entered with
+/// CS=0, IP=0x1000. It runs on any KVM, including software ones that cannot boot Linux:
+/// tests and diagnostics use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadConfig {
+    /// The code, as a flat binary file.
+    pub path: PathBuf,
+}
+
+/// A host PCI function passed through with VFIO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// PCI address, `DDDD:BB:DD.F` or `BB:DD.F` (domain 0).
+    pub address: String,
 }
 
 /// A whole VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VmConfig {
-    /// What runs.
-    pub guest: GuestImage,
-    /// Number of vCPUs.
+    /// The Linux kernel to boot (exclusive with `payload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelConfig>,
+    /// Real-mode code to run instead of a kernel (exclusive with `kernel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<PayloadConfig>,
+    /// Number of vCPUs, 1..=254.
+    #[serde(default = "default_cpus", deserialize_with = "de_cpus")]
     pub cpus: u8,
-    /// Guest RAM in bytes.
+    /// Guest RAM in bytes (JSON: a byte count or a size string such as `"1G"`).
+    #[serde(
+        rename = "memory",
+        default = "default_memory",
+        deserialize_with = "de_size"
+    )]
     pub memory_bytes: u64,
     /// Back guest RAM with 2 MiB hugepages.
+    #[serde(default)]
     pub hugepages: bool,
     /// Console.
+    #[serde(default)]
     pub serial: SerialMode,
     /// Reboot policy.
+    #[serde(default)]
     pub on_reboot: OnReboot,
-    /// Host PCI devices passed through (address or sysfs path), in guest slot order.
-    pub devices: Vec<String>,
+    /// Host PCI devices passed through, in guest slot order.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
 }
 
-/// Default kernel command line: console on COM1, reboot (not hang) on panic.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+fn default_cmdline() -> String {
+    DEFAULT_CMDLINE.to_string()
+}
+
+fn default_cpus() -> u8 {
+    DEFAULT_CPUS
+}
+
+fn default_memory() -> u64 {
+    DEFAULT_MEMORY
+}
+
+fn cpus_message() -> String {
+    format!("must be 1..={MAX_CPUS}")
+}
+
+fn de_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    // Any integer, so that 0 or 300 get the range message and not serde's "expected u8".
+    let n = i64::deserialize(d)?;
+    u8::try_from(n)
+        .ok()
+        .filter(|c| (1..=MAX_CPUS).contains(c))
+        .ok_or_else(|| serde::de::Error::custom(format!("{}, got {n}", cpus_message())))
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "must be a byte count or a size string with a K, M, G or T suffix (e.g. \"512M\")",
+        )
+    })? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+impl VmConfig {
+    /// A VM booting `kernel` with the defaults: 1 vCPU, 512 MiB, console on stdio, the
+    /// default command line, no devices.
+    pub fn linux(kernel: impl Into<PathBuf>) -> Self {
+        Self {
+            kernel: Some(KernelConfig {
+                path: kernel.into(),
+                initramfs: None,
+                cmdline: default_cmdline(),
+            }),
+            ..Self::empty()
+        }
+    }
+
+    /// A VM running the real-mode code in the file `path` with the defaults.
+    pub fn payload(path: impl Into<PathBuf>) -> Self {
+        Self {
+            payload: Some(PayloadConfig { path: path.into() }),
+            ..Self::empty()
+        }
+    }
+
+    fn empty() -> Self {
+        Self {
+            kernel: None,
+            payload: None,
+            cpus: DEFAULT_CPUS,
+            memory_bytes: DEFAULT_MEMORY,
+            hugepages: false,
+            serial: SerialMode::Stdio,
+            on_reboot: OnReboot::Exit,
+            devices: Vec::new(),
+        }
+    }
+
+    /// Parses and validates the JSON form.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+        if !value.is_object() {
+            // serde would take a struct from an array too: refuse that here.
+            return Err(ConfigError::invalid(
+                "",
+                "a VM configuration is a JSON object",
+            ));
+        }
+        let config: VmConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = match e.path().to_string() {
+                p if p == "." => String::new(),
+                p => p,
+            };
+            ConfigError::invalid(field, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The JSON form (memory as a byte count).
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks the values (not the host): what `from_json` checks after parsing, for
+    /// configurations built in Rust.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.kernel, &self.payload) {
+            (Some(k), None) => {
+                if k.path.as_os_str().is_empty() {
+                    return Err(ConfigError::invalid("kernel.path", "must not be empty"));
+                }
+                if k.cmdline.contains('\0') {
+                    return Err(ConfigError::invalid(
+                        "kernel.cmdline",
+                        "must not contain NUL bytes",
+                    ));
+                }
+            }
+            (None, Some(p)) => {
+                if p.path.as_os_str().is_empty() {
+                    return Err(ConfigError::invalid("payload.path", "must not be empty"));
+                }
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "kernel",
+                    "missing: give a kernel (or a payload)",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "payload",
+                    "give either a kernel or a payload, not both",
+                ))
+            }
+        }
+        if !(1..=MAX_CPUS).contains(&self.cpus) {
+            return Err(ConfigError::invalid(
+                "cpus",
+                format!("{}, got {}", cpus_message(), self.cpus),
+            ));
+        }
+        if self.memory_bytes < MIN_MEMORY {
+            return Err(ConfigError::invalid(
+                "memory",
+                format!(
+                    "{} bytes is less than the minimum of {} MiB",
+                    self.memory_bytes,
+                    MIN_MEMORY >> 20
+                ),
+            ));
+        }
+        let align = if self.hugepages { HUGEPAGE_SIZE } else { 4096 };
+        if !self.memory_bytes.is_multiple_of(align) {
+            return Err(ConfigError::invalid(
+                "memory",
+                format!(
+                    "{} bytes is not a multiple of {}{}",
+                    self.memory_bytes,
+                    if self.hugepages { "2 MiB" } else { "4 KiB" },
+                    if self.hugepages {
+                        " (hugepages is set)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        if let SerialMode::File(p) = &self.serial {
+            if p.as_os_str().is_empty() {
+                return Err(ConfigError::invalid("serial.file", "must not be empty"));
+            }
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let field = format!("devices[{i}].address");
+            let canonical = crate::host::sysfs::normalize_address(&d.address).map_err(|_| {
+                ConfigError::invalid(
+                    &field,
+                    format!(
+                        "{:?} is not a PCI address (expected DDDD:BB:DD.F or BB:DD.F)",
+                        d.address
+                    ),
+                )
+            })?;
+            if seen.contains(&canonical) {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("{canonical} is listed twice"),
+                ));
+            }
+            seen.push(canonical);
+        }
+        Ok(())
+    }
+
+    /// Checks that the files the VM reads exist: what `Vm::create` checks on the host.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let file = |field: &str, p: &Path| -> Result<(), ConfigError> {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_file() => Ok(()),
+                Ok(_) => Err(ConfigError::invalid(
+                    field,
+                    format!("{} is not a regular file", p.display()),
+                )),
+                Err(e) => Err(ConfigError::invalid(field, format!("{}: {e}", p.display()))),
+            }
+        };
+        if let Some(k) = &self.kernel {
+            file("kernel.path", &k.path)?;
+            if let Some(i) = &k.initramfs {
+                file("kernel.initramfs", i)?;
+            }
+        }
+        if let Some(p) = &self.payload {
+            file("payload.path", &p.path)?;
+        }
+        Ok(())
+    }
+}
 
 /// Errors in a size such as `512M`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid size '{0}': use a number with an optional K, M, G or T suffix (e.g. 512M, 2G)")]
+#[error("{0:?} is not a size: use a number with an optional K, M, G or T suffix (e.g. 512M, 2G)")]
 pub struct SizeError(pub String);
 
 /// Parses `512M`, `2G`, `1024K`, `4096` (bytes) and the same with `iB`/`B` suffixes.
@@ -92,7 +415,7 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     n.checked_mul(1u64 << shift).ok_or_else(err)
 }
 
-/// Parses `stdio`, `off` or `file=PATH`.
+/// Parses `stdio`, `off` or `file=PATH` (the `--serial` flag).
 pub fn parse_serial(s: &str) -> Result<SerialMode, String> {
     match s {
         "stdio" => Ok(SerialMode::Stdio),
@@ -133,5 +456,171 @@ mod tests {
         );
         assert!(parse_serial("file=").is_err());
         assert!(parse_serial("tty").is_err());
+    }
+
+    fn err(json: &str) -> ConfigError {
+        VmConfig::from_json(json).expect_err(json)
+    }
+
+    fn msg(json: &str) -> String {
+        err(json).to_string()
+    }
+
+    #[test]
+    fn minimal_json_takes_the_defaults() {
+        let c = VmConfig::from_json(r#"{"kernel": {"path": "/k"}}"#).unwrap();
+        assert_eq!(c, VmConfig::linux("/k"));
+        assert_eq!(c.cpus, 1);
+        assert_eq!(c.memory_bytes, 512 << 20);
+        assert_eq!(c.serial, SerialMode::Stdio);
+        assert_eq!(c.kernel.unwrap().cmdline, DEFAULT_CMDLINE);
+    }
+
+    #[test]
+    fn full_json_round_trips() {
+        let text = r#"{
+            "kernel": {"path": "/k", "initramfs": "/i", "cmdline": "console=ttyS0"},
+            "cpus": 4, "memory": "2G", "hugepages": true,
+            "serial": {"file": "/tmp/console.log"}, "on_reboot": "restart",
+            "devices": [{"address": "0000:17:00.0"}, {"address": "18:00.0"}]
+        }"#;
+        let c = VmConfig::from_json(text).unwrap();
+        assert_eq!(c.cpus, 4);
+        assert_eq!(c.memory_bytes, 2 << 30);
+        assert!(c.hugepages);
+        assert_eq!(c.serial, SerialMode::File("/tmp/console.log".into()));
+        assert_eq!(c.on_reboot, OnReboot::Restart);
+        assert_eq!(c.devices.len(), 2);
+        let again = VmConfig::from_json(&c.to_json()).unwrap();
+        assert_eq!(again, c);
+        let v: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(v["memory"], 2u64 << 30, "memory is written as bytes");
+        let p = VmConfig::from_json(
+            r#"{"payload": {"path": "/p.bin"}, "serial": "off", "memory": 67108864}"#,
+        )
+        .unwrap();
+        assert_eq!(p.payload.unwrap().path, PathBuf::from("/p.bin"));
+        assert_eq!(p.serial, SerialMode::Off);
+        assert_eq!(p.memory_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let k = r#""kernel": {"path": "/k"}"#;
+        let cases: &[(String, &str, &str)] = &[
+            (
+                format!(r#"{{{k}, "memory": "12X"}}"#),
+                "memory",
+                "\"12X\" is not a size",
+            ),
+            (
+                format!(r#"{{{k}, "memory": true}}"#),
+                "memory",
+                "byte count",
+            ),
+            (format!(r#"{{{k}, "memory": 4096}}"#), "memory", "minimum"),
+            (
+                format!(r#"{{{k}, "memory": 67109376}}"#),
+                "memory",
+                "multiple of 4 KiB",
+            ),
+            (
+                format!(r#"{{{k}, "memory": "65M", "hugepages": true}}"#),
+                "memory",
+                "2 MiB",
+            ),
+            (format!(r#"{{{k}, "cpus": 0}}"#), "cpus", "must be 1..=254"),
+            (
+                format!(r#"{{{k}, "cpus": 255}}"#),
+                "cpus",
+                "must be 1..=254",
+            ),
+            (format!(r#"{{{k}, "cpus": -1}}"#), "cpus", "must be 1..=254"),
+            (format!(r#"{{{k}, "cpus": "2"}}"#), "cpus", "invalid type"),
+            (
+                format!(r#"{{{k}, "serial": "tty"}}"#),
+                "serial",
+                "unknown variant",
+            ),
+            (
+                format!(r#"{{{k}, "serial": {{"file": ""}}}}"#),
+                "serial.file",
+                "empty",
+            ),
+            (
+                format!(r#"{{{k}, "on_reboot": "halt"}}"#),
+                "on_reboot",
+                "unknown variant",
+            ),
+            (
+                format!(r#"{{{k}, "devices": [{{"address": "xyz"}}]}}"#),
+                "devices[0].address",
+                "not a PCI address",
+            ),
+            (
+                format!(
+                    r#"{{{k}, "devices": [{{"address": "00:02.0"}}, {{"address": "0000:00:02.0"}}]}}"#
+                ),
+                "devices[1].address",
+                "listed twice",
+            ),
+            (
+                format!(r#"{{{k}, "devices": [{{"addr": "00:02.0"}}]}}"#),
+                "devices[0].addr",
+                "unknown field `addr`",
+            ),
+            (
+                format!(r#"{{{k}, "color": "red"}}"#),
+                "color",
+                "unknown field `color`",
+            ),
+            (
+                r#"{"kernel": {"path": "/k", "cmd": "x"}}"#.into(),
+                "kernel.cmd",
+                "unknown field `cmd`",
+            ),
+            (r#"{"kernel": {}}"#.into(), "kernel", "missing field `path`"),
+            (r#"{"cpus": 2}"#.into(), "kernel", "missing"),
+            (
+                format!(r#"{{{k}, "payload": {{"path": "/p"}}}}"#),
+                "payload",
+                "not both",
+            ),
+        ];
+        for (json, field, needle) in cases {
+            let e = err(json);
+            assert_eq!(e.field(), *field, "{json}: {e}");
+            let text = e.to_string();
+            assert!(text.contains(needle), "{json}: {text:?} lacks {needle:?}");
+            if !field.is_empty() {
+                assert!(text.starts_with(&format!("{field}: ")), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_not_a_field_error() {
+        assert!(matches!(err("{"), ConfigError::Malformed(_)));
+        assert!(matches!(err("not json"), ConfigError::Malformed(_)));
+        assert!(matches!(
+            err(r#"{"kernel": {"path": "/k"}} trailing"#),
+            ConfigError::Malformed(_)
+        ));
+        assert_eq!(msg("[]"), "a VM configuration is a JSON object");
+        assert_eq!(msg("7"), "a VM configuration is a JSON object");
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let c = VmConfig::linux("/nonexistent/conduit-kernel");
+        let e = c.check_files().unwrap_err();
+        assert_eq!(e.field(), "kernel.path");
+        assert!(e.to_string().contains("/nonexistent/conduit-kernel"), "{e}");
+        let c = VmConfig::linux("/");
+        assert!(c
+            .check_files()
+            .unwrap_err()
+            .to_string()
+            .contains("not a regular file"));
     }
 }

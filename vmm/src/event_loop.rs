@@ -1,14 +1,17 @@
-//! The VMM's main thread: waits (event-manager/epoll) for host input for the guest's console,
-//! for the vCPUs and devices to report power-off, reset or failure, and for SIGINT/SIGTERM.
+//! A VM's main thread: waits (event-manager/epoll) for host input for the guest's console,
+//! for the vCPUs and devices to report power-off, reset or failure, and for the host's own
+//! requests ([`HostControl`]: stop, reboot). Process signals are the embedding program's
+//! business: [`block_stop_signals`] and [`wait_stop_signal`] help the CLI with them.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use devices::serial::SerialDevice;
 use event_manager::{EventOps, Events, MutEventSubscriber};
+use serde::Serialize;
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::vcpu::VmEvents;
 
@@ -16,19 +19,63 @@ const TAG_STDIN: u32 = 1;
 const TAG_POWEROFF: u32 = 2;
 const TAG_RESET: u32 = 3;
 const TAG_FAILED: u32 = 4;
-const TAG_SIGNAL: u32 = 5;
+const TAG_HOST_STOP: u32 = 5;
+const TAG_HOST_REBOOT: u32 = 6;
 
-/// Why the VM stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the VM stopped. In JSON: `{"reason": "power-off"}`, `{"reason": "signal", "detail": 15}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", content = "detail", rename_all = "kebab-case")]
 pub enum Outcome {
     /// The guest powered off.
     PowerOff,
-    /// The guest rebooted.
+    /// The guest rebooted (or the host asked for a reboot).
     Reset,
-    /// The VMM got SIGINT or SIGTERM.
+    /// The VMM got SIGINT or SIGTERM (set by the CLI, which handles signals).
     Signal(i32),
     /// A vCPU failed.
     VcpuFailed(String),
+    /// The host stopped the VM without the guest's consent: a shutdown that timed out, or
+    /// a kill.
+    ForcedOff,
+}
+
+/// Requests from the host (API, CLI, library user) to a running VM's main loop.
+pub struct HostControl {
+    stop: EventFd,
+    reboot: EventFd,
+    reboot_requested: AtomicBool,
+}
+
+impl HostControl {
+    /// Fresh, unsignalled requests.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            stop: EventFd::new(libc::EFD_NONBLOCK)?,
+            reboot: EventFd::new(libc::EFD_NONBLOCK)?,
+            reboot_requested: AtomicBool::new(false),
+        })
+    }
+
+    /// Stops the VM now ([`Outcome::ForcedOff`]).
+    pub fn request_stop(&self) {
+        if let Err(e) = self.stop.write(1) {
+            log::error!("cannot ask the VM loop to stop: {e}");
+        }
+    }
+
+    /// Stops the VM as a reset ([`Outcome::Reset`]) that is rebuilt whatever the
+    /// `on_reboot` policy.
+    pub fn request_reboot(&self) {
+        self.reboot_requested.store(true, Ordering::Release);
+        if let Err(e) = self.reboot.write(1) {
+            log::error!("cannot ask the VM loop to reboot: {e}");
+        }
+    }
+
+    /// Whether [`Self::request_reboot`] was called (and clears it).
+    pub fn take_reboot_request(&self) -> bool {
+        self.reboot_requested.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// Errors setting up the loop.
@@ -41,10 +88,6 @@ pub enum EventLoopError {
 
 /// Signals that stop the VM.
 pub const STOP_SIGNALS: [i32; 2] = [libc::SIGINT, libc::SIGTERM];
-
-/// A signalfd for SIGINT/SIGTERM. The signals must be blocked in every thread (see
-/// [`block_stop_signals`]) before any thread is spawned.
-pub struct SignalFd(File);
 
 /// Blocks SIGINT/SIGTERM in the calling thread (and so in threads it spawns afterwards).
 pub fn block_stop_signals() -> Result<(), EventLoopError> {
@@ -66,34 +109,25 @@ pub fn block_stop_signals() -> Result<(), EventLoopError> {
     Ok(())
 }
 
-impl SignalFd {
-    /// A non-blocking signalfd for [`STOP_SIGNALS`].
-    pub fn new() -> Result<Self, EventLoopError> {
-        // SAFETY: as above for the set; signalfd returns a new fd we take ownership of.
-        let fd = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in STOP_SIGNALS {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
-        };
-        if fd < 0 {
-            return Err(EventLoopError::Signals(std::io::Error::last_os_error()));
+/// Waits for SIGINT or SIGTERM (blocked beforehand with [`block_stop_signals`]) and returns
+/// its number.
+pub fn wait_stop_signal() -> Result<i32, EventLoopError> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset; sigwait writes
+    // the signal number into a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in STOP_SIGNALS {
+            libc::sigaddset(&mut set, s);
         }
-        // SAFETY: fd is a fresh descriptor owned by nobody else.
-        Ok(Self(unsafe { File::from_raw_fd(fd) }))
-    }
-
-    /// Reads one pending signal number, if any.
-    fn take(&mut self) -> Option<i32> {
-        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-        match self.0.read(&mut info) {
-            Ok(n) if n == info.len() => {
-                Some(i32::from_ne_bytes([info[0], info[1], info[2], info[3]]))
-            }
-            _ => None,
+        let mut sig: libc::c_int = 0;
+        let rc = libc::sigwait(&set, &mut sig);
+        if rc != 0 {
+            return Err(EventLoopError::Signals(std::io::Error::from_raw_os_error(
+                rc,
+            )));
         }
+        Ok(sig)
     }
 }
 
@@ -101,21 +135,21 @@ impl SignalFd {
 pub struct VmmLoop {
     stdin: Option<(RawFd, Arc<Mutex<SerialDevice>>)>,
     events: Arc<VmEvents>,
-    signals: SignalFd,
+    control: Arc<HostControl>,
     outcome: Arc<Mutex<Option<Outcome>>>,
 }
 
 impl VmmLoop {
-    /// A loop forwarding `stdin` (when given) to the serial device.
+    /// A loop forwarding `stdin` (when given) to the serial device and obeying `control`.
     pub fn new(
         stdin: Option<(RawFd, Arc<Mutex<SerialDevice>>)>,
         events: Arc<VmEvents>,
-        signals: SignalFd,
+        control: Arc<HostControl>,
     ) -> Self {
         Self {
             stdin,
             events,
-            signals,
+            control,
             outcome: Arc::new(Mutex::new(None)),
         }
     }
@@ -180,10 +214,13 @@ impl MutEventSubscriber for VmmLoop {
                     .unwrap_or_else(|| "a vCPU failed".into());
                 self.stop(Outcome::VcpuFailed(msg));
             }
-            TAG_SIGNAL => {
-                if let Some(sig) = self.signals.take() {
-                    self.stop(Outcome::Signal(sig));
-                }
+            TAG_HOST_STOP => {
+                let _ = self.control.stop.read();
+                self.stop(Outcome::ForcedOff);
+            }
+            TAG_HOST_REBOOT => {
+                let _ = self.control.reboot.read();
+                self.stop(Outcome::Reset);
             }
             _ => {}
         }
@@ -201,6 +238,7 @@ impl MutEventSubscriber for VmmLoop {
         add(self.events.poweroff.as_raw_fd(), TAG_POWEROFF);
         add(self.events.reset.as_raw_fd(), TAG_RESET);
         add(self.events.failed.as_raw_fd(), TAG_FAILED);
-        add(self.signals.0.as_raw_fd(), TAG_SIGNAL);
+        add(self.control.stop.as_raw_fd(), TAG_HOST_STOP);
+        add(self.control.reboot.as_raw_fd(), TAG_HOST_REBOOT);
     }
 }

@@ -1,17 +1,18 @@
 //! Building and running one VM: a linear recipe (host checks → memory → VM → devices →
-//! guest image → vCPUs → run), then teardown in reverse by dropping.
+//! guest image → vCPUs), the run (vCPU threads and the main loop until something stops the
+//! VM), then teardown in reverse by dropping.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::config::{GuestImage, OnReboot, SerialMode, VmConfig};
-use crate::event_loop::{self, Outcome, SignalFd, VmmLoop};
+use crate::config::{SerialMode, VmConfig};
+use crate::event_loop::{HostControl, Outcome, VmmLoop};
 use crate::kvm_hooks::{DeviceMemslots, GsiRouting};
 use crate::memory::{self, GuestMemoryMmap};
 use crate::passthrough::{self, AttachContext, BarAllocator, Passthrough};
@@ -20,61 +21,15 @@ use crate::platform;
 use crate::regs::{self, BootCpu};
 use crate::vcpu::{self, IoBuses, VmEvents};
 use crate::{cpuid, kvm_host};
+use devices::acpi_pm::AcpiPm;
+use devices::vfio::VfioPciDevice;
 use devices::vm_hooks::IrqRouting;
 
-/// Guest-physical address of a [`GuestImage::RealModePayload`] (CS=0, IP=0x1000).
-pub const PAYLOAD_ADDR: u64 = 0x1000;
+use super::VmError;
+
 /// Identity-map page and TSS for Intel's real-mode emulation, just below the IOAPIC.
 const KVM_IDENTITY_MAP_ADDR: u64 = 0xfeff_c000;
 const KVM_TSS_ADDR: usize = 0xfeff_d000;
-
-/// Everything that can stop a VM from being built or run.
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    /// Host KVM problem.
-    #[error(transparent)]
-    KvmHost(#[from] kvm_host::KvmHostError),
-    /// Invalid VM configuration.
-    #[error("{0}")]
-    Config(String),
-    /// Guest memory.
-    #[error(transparent)]
-    Memory(#[from] memory::MemoryError),
-    /// Boot image, boot parameters, ACPI.
-    #[error(transparent)]
-    Boot(#[from] boot::Error),
-    /// A VM-level KVM ioctl failed.
-    #[error("{what} failed: {source}")]
-    Kvm {
-        /// Which ioctl.
-        what: &'static str,
-        /// Underlying error.
-        source: kvm_ioctls::Error,
-    },
-    /// Platform devices.
-    #[error(transparent)]
-    Platform(#[from] platform::PlatformError),
-    /// The PCI segment.
-    #[error(transparent)]
-    PciHost(#[from] pci_host::PciHostError),
-    /// Passthrough devices.
-    #[error(transparent)]
-    Passthrough(#[from] passthrough::PassthroughError),
-    /// vCPU registers.
-    #[error(transparent)]
-    Regs(#[from] regs::RegsError),
-    /// The event loop.
-    #[error(transparent)]
-    EventLoop(#[from] event_loop::EventLoopError),
-    /// Threads, eventfds, epoll.
-    #[error("{what}: {source}")]
-    Os {
-        /// What was attempted.
-        what: &'static str,
-        /// Underlying error.
-        source: std::io::Error,
-    },
-}
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
@@ -96,8 +51,20 @@ fn guest_phys_bits(kvm: &Kvm) -> u8 {
         .min(48)
 }
 
+/// A passthrough device as the VM sees it, for `info`.
+pub(super) struct AttachedDevice {
+    /// Host address, `DDDD:BB:DD.F`.
+    pub host_address: String,
+    /// Address on the guest's bus 0, `0000:00:DD.F`.
+    pub guest_address: String,
+    /// IOMMU group on the host.
+    pub iommu_group: Option<u32>,
+    /// The device; weak so that `info` never keeps it past teardown.
+    pub device: Weak<Mutex<VfioPciDevice>>,
+}
+
 /// A built VM, ready to run.
-struct Vm {
+pub(super) struct BuiltVm {
     // Field order is drop order: vCPUs and devices go before the VM fd, and the VM fd before
     // the guest memory that its memslots point into.
     vcpus: Vec<VcpuFd>,
@@ -108,6 +75,10 @@ struct Vm {
     _passthrough: Option<Passthrough>,
     _vm: Arc<VmFd>,
     _memory: GuestMemoryMmap,
+    /// RAM regions (guest address, size), for `info`.
+    pub ram: Vec<(u64, u64)>,
+    /// Passthrough devices, for `info`.
+    pub devices: Vec<AttachedDevice>,
 }
 
 /// Creates the VM with its in-kernel interrupt controllers and PIT.
@@ -129,47 +100,94 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
 
 /// Loads the guest image and returns where the boot CPU starts.
 fn load_guest(
-    guest: &GuestImage,
+    config: &VmConfig,
     mem: &GuestMemoryMmap,
     layout: &boot::MemoryLayout,
-    cpus: u8,
 ) -> Result<BootCpu, VmError> {
-    match guest {
-        GuestImage::Linux {
-            kernel,
-            initramfs,
-            cmdline,
-        } => {
-            let spec = boot::BootSpec {
-                kernel,
-                initramfs: initramfs.as_deref(),
-                cmdline,
-            };
-            let acpi = boot::acpi::AcpiConfig::new(u32::from(cpus), layout);
-            let loaded = boot::load_guest(mem, layout, &spec, &acpi)?;
-            Ok(BootCpu::Kernel(loaded.cpu))
-        }
-        GuestImage::RealModePayload(code) => {
-            mem.write_slice(code, GuestAddress(PAYLOAD_ADDR))
-                .map_err(|e| {
-                    VmError::Config(format!("payload does not fit in guest memory: {e}"))
-                })?;
-            Ok(BootCpu::RealMode {
-                entry: PAYLOAD_ADDR,
-            })
-        }
+    if let Some(kernel) = &config.kernel {
+        let spec = boot::BootSpec {
+            kernel: &kernel.path,
+            initramfs: kernel.initramfs.as_deref(),
+            cmdline: &kernel.cmdline,
+        };
+        let acpi = boot::acpi::AcpiConfig::new(u32::from(config.cpus), layout);
+        let loaded = boot::load_guest(mem, layout, &spec, &acpi)?;
+        return Ok(BootCpu::Kernel(loaded.cpu));
     }
+    let Some(payload) = &config.payload else {
+        return Err(VmError::Config("kernel: missing".into()));
+    };
+    let code = std::fs::read(&payload.path).map_err(|e| {
+        VmError::Config(format!(
+            "payload.path: cannot read {}: {e}",
+            payload.path.display()
+        ))
+    })?;
+    mem.write_slice(&code, GuestAddress(super::PAYLOAD_ADDR))
+        .map_err(|e| {
+            VmError::Config(format!(
+                "payload.path: {} does not fit in guest memory: {e}",
+                payload.path.display()
+            ))
+        })?;
+    Ok(BootCpu::RealMode {
+        entry: super::PAYLOAD_ADDR,
+    })
 }
 
-/// Builds the VM: the linear recipe.
-fn build(kvm: &Kvm, config: &VmConfig) -> Result<Vm, VmError> {
-    if config.cpus == 0 {
-        return Err(VmError::Config("--cpus must be at least 1".into()));
+/// The IOMMU group of a host PCI device, from its sysfs link.
+fn iommu_group(address: &str) -> Option<u32> {
+    std::fs::read_link(
+        Path::new("/sys/bus/pci/devices")
+            .join(address)
+            .join("iommu_group"),
+    )
+    .ok()?
+    .file_name()?
+    .to_str()?
+    .parse()
+    .ok()
+}
+
+/// Where each passthrough device sits on the guest's bus 0.
+fn attached_devices(pass: Option<&Passthrough>, pci: &PciSegment) -> Vec<AttachedDevice> {
+    let Some(pass) = pass else {
+        return Vec::new();
+    };
+    let bus = pci.bus.lock().unwrap_or_else(|p| p.into_inner());
+    pass.devices
+        .iter()
+        .map(|dev| {
+            let host_address = dev
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .name()
+                .to_string();
+            let guest_address = bus
+                .devices()
+                .find(|(_, d)| std::ptr::addr_eq(Arc::as_ptr(d), Arc::as_ptr(dev)))
+                .map(|(a, _)| format!("0000:{a}"))
+                .unwrap_or_default();
+            AttachedDevice {
+                iommu_group: iommu_group(&host_address),
+                host_address,
+                guest_address,
+                device: Arc::downgrade(dev),
+            }
+        })
+        .collect()
+}
+
+/// Builds the VM: the linear recipe. Checks that the host KVM can run the guest first.
+pub(super) fn build(kvm: &Kvm, config: &VmConfig) -> Result<BuiltVm, VmError> {
+    config.validate()?;
+    if config.kernel.is_some() {
+        kvm_host::check_runs_stock_linux(Path::new("/sys/module"))?;
     }
     let max = kvm.get_max_vcpus().min(255);
     if usize::from(config.cpus) > max {
         return Err(VmError::Config(format!(
-            "--cpus {} is more than this host's KVM allows ({max})",
+            "cpus: {} is more than this host's KVM allows ({max})",
             config.cpus
         )));
     }
@@ -197,8 +215,9 @@ fn build(kvm: &Kvm, config: &VmConfig) -> Result<Vm, VmError> {
     let routing: Arc<dyn IrqRouting> = Arc::new(GsiRouting::new(vm.clone()));
     let mut bar_allocator = BarAllocator::new(&layout)
         .ok_or_else(|| VmError::Config("invalid PCI windows in the memory layout".into()))?;
+    let specs: Vec<String> = config.devices.iter().map(|d| d.address.clone()).collect();
     let passthrough = passthrough::attach(
-        &config.devices,
+        &specs,
         AttachContext {
             vm: &vm,
             memory: &mem,
@@ -207,10 +226,11 @@ fn build(kvm: &Kvm, config: &VmConfig) -> Result<Vm, VmError> {
             routing,
             memslots: Arc::new(DeviceMemslots::new(vm.clone(), first_device_slot)),
             bars: &mut bar_allocator,
+            iommu: crate::passthrough::IommuMode::Auto,
         },
     )?;
 
-    let boot_cpu = load_guest(&config.guest, &mem, &layout, config.cpus)?;
+    let boot_cpu = load_guest(config, &mem, &layout)?;
 
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -231,7 +251,13 @@ fn build(kvm: &Kvm, config: &VmConfig) -> Result<Vm, VmError> {
         }
         vcpus.push(vcpu);
     }
-    Ok(Vm {
+    let devices = attached_devices(passthrough.as_ref(), &pci);
+    let ram = layout
+        .ram_regions()
+        .iter()
+        .map(|(a, s)| (a.0, *s as u64))
+        .collect();
+    Ok(BuiltVm {
         vcpus,
         platform,
         _pci: pci,
@@ -240,18 +266,30 @@ fn build(kvm: &Kvm, config: &VmConfig) -> Result<Vm, VmError> {
         _passthrough: passthrough,
         _vm: vm,
         _memory: mem,
+        ram,
+        devices,
     })
 }
 
-impl Vm {
-    /// Runs the vCPUs and the event loop until the guest or the host stops the VM.
-    fn run(self, serial: &SerialMode) -> Result<Outcome, VmError> {
+impl BuiltVm {
+    /// The ACPI PM registers (for the power button).
+    pub fn pm(&self) -> Arc<Mutex<AcpiPm>> {
+        self.platform.pm.clone()
+    }
+
+    /// Runs the vCPUs and the main loop until the guest or the host stops the VM, then
+    /// stops and joins the vCPU threads. The rest of the VM goes when `self` is dropped.
+    pub fn run(
+        &mut self,
+        serial: &SerialMode,
+        control: Arc<HostControl>,
+    ) -> Result<Outcome, VmError> {
         let os = |what| move |source| VmError::Os { what, source };
         let stdin = match serial {
             SerialMode::Stdio => Some((std::io::stdin().as_raw_fd(), self.platform.serial.clone())),
             _ => None,
         };
-        let main_loop = VmmLoop::new(stdin, self.events.clone(), SignalFd::new()?);
+        let main_loop = VmmLoop::new(stdin, self.events.clone(), control);
         let outcome = main_loop.outcome();
         let subscriber: Arc<Mutex<dyn MutEventSubscriber + Send>> = Arc::new(Mutex::new(main_loop));
         let mut manager = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
@@ -260,7 +298,12 @@ impl Vm {
                 source: std::io::Error::other(format!("{e:?}")),
             })?;
         manager.add_subscriber(subscriber);
-        let threads = vcpu::spawn_all(self.vcpus, self.buses.clone(), self.events.clone())
+        vcpu::install_kick_handler().map_err(|e| VmError::Os {
+            what: "installing the vCPU kick signal handler",
+            source: std::io::Error::from_raw_os_error(e.errno()),
+        })?;
+        let vcpus = std::mem::take(&mut self.vcpus);
+        let threads = vcpu::spawn_all(vcpus, self.buses.clone(), self.events.clone())
             .map_err(os("starting vCPU threads"))?;
         let outcome = loop {
             if let Err(e) = manager.run() {
@@ -272,30 +315,5 @@ impl Vm {
         };
         vcpu::stop_all(threads, &self.events);
         Ok(outcome)
-    }
-}
-
-/// Builds and runs the VM described by `config`, rebuilding it on guest reboot when
-/// `on_reboot` is `Restart`. Checks that the host KVM can run the guest first.
-pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
-    let kvm = kvm_host::open()?;
-    if matches!(config.guest, GuestImage::Linux { .. }) {
-        kvm_host::check_runs_stock_linux(Path::new("/sys/module"))?;
-    }
-    event_loop::block_stop_signals()?;
-    vcpu::install_kick_handler().map_err(|e| VmError::Os {
-        what: "installing the vCPU kick signal handler",
-        source: std::io::Error::from_raw_os_error(e.errno()),
-    })?;
-    loop {
-        let vm = build(&kvm, config)?;
-        let outcome = vm.run(&config.serial)?;
-        match (outcome, config.on_reboot) {
-            (Outcome::Reset, OnReboot::Restart) => {
-                log::info!("guest rebooted: restarting the VM");
-                continue;
-            }
-            (o, _) => return Ok(o),
-        }
     }
 }

@@ -436,6 +436,26 @@ impl VfioPciDevice {
     }
 }
 
+/// A guest write to the MSI or MSI-X capability: INTx off first (VFIO enables MSI/MSI-X only
+/// with INTx off; the caller re-arms it if neither ends up enabled), the capability updated by
+/// `write` (which returns the result and the guest's enable bit), the host's mode following.
+fn write_interrupt_cap(
+    intx: &mut Option<Intx>,
+    vectors: &mut VfioVectors,
+    write: impl FnOnce(&mut VfioVectors) -> (Result<(), pci::RouteError>, bool),
+) {
+    if let Some(intx) = intx {
+        intx.disable();
+    }
+    let (result, enabled) = write(vectors);
+    if let Err(e) = result {
+        log::warn!("{e}");
+    }
+    if let Err(e) = vectors.set_guest_enabled(enabled) {
+        log::warn!("{e}");
+    }
+}
+
 fn overlaps(offset: u16, len: usize, r: &Range<u16>) -> bool {
     offset < r.end && offset + len as u16 > r.start
 }
@@ -470,31 +490,20 @@ impl PciDevice for VfioPciDevice {
         if let Some(m) = &mut self.msix {
             let ctl = m.config.cap_offset() + 2..m.config.cap_offset() + 4;
             if overlaps(offset, data.len(), &ctl) {
-                // VFIO takes MSI-X only with INTx off; INTx comes back if MSI-X goes.
-                if let Some(intx) = &mut self.intx {
-                    intx.disable();
-                }
-                if let Err(e) = m.config.write_config(offset, data, &mut m.vectors) {
-                    log::warn!("{e}");
-                }
-                if let Err(e) = m.vectors.set_guest_enabled(m.config.enabled()) {
-                    log::warn!("{e}");
-                }
+                let (config, vectors) = (&mut m.config, &mut m.vectors);
+                write_interrupt_cap(&mut self.intx, vectors, |v| {
+                    (config.write_config(offset, data, v), config.enabled())
+                });
                 self.sync_intx();
                 return ConfigWriteOutcome::default();
             }
         }
         if let Some(m) = &mut self.msi {
             if overlaps(offset, data.len(), &m.range) {
-                if let Some(intx) = &mut self.intx {
-                    intx.disable();
-                }
-                if let Err(e) = m.config.write_config(offset, data, &mut m.vectors) {
-                    log::warn!("{e}");
-                }
-                if let Err(e) = m.vectors.set_guest_enabled(m.config.enabled()) {
-                    log::warn!("{e}");
-                }
+                let (config, vectors) = (&mut m.config, &mut m.vectors);
+                write_interrupt_cap(&mut self.intx, vectors, |v| {
+                    (config.write_config(offset, data, v), config.enabled())
+                });
                 self.sync_intx();
                 return ConfigWriteOutcome::default();
             }

@@ -11,7 +11,8 @@
 #
 # Environment: BENCH_SETS (default "nodev:512M nvme:512M"; "nvme:1G nvme:2G nvme:3G"
 # shows the DMA-map cost growing with guest RAM), BENCH_IDLE (s, default 3),
-# CARGO_TARGET_DIR (where the release build goes).
+# CARGO_TARGET_DIR (where the release build goes), CONDUIT_BIN (benchmark this binary
+# instead of building one).
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
@@ -50,8 +51,12 @@ table() {
         add(key, "init", r["init_s"])
         add(key, "guest", r["guest_uptime_s"])
         if (r["seq"] in l0) add(key, "l0", sprintf("%.2f", l0[r["seq"]]))
-        if (r["overhead_kb"] != "") {
-            add(key, "ovh", sprintf("%.1f", r["overhead_kb"] / 1024))
+        if (r["rss_kb"] != "") {
+            # Resident guest RAM is at most the guest size (older logs did not cap it).
+            mem_kb = r["set"]; sub(/.*-/, "", mem_kb)
+            mem_kb = (mem_kb ~ /G$/ ? 1048576 : 1024) * (mem_kb + 0)
+            guest_kb = r["guest_res_kb"] + 0 > mem_kb ? mem_kb : r["guest_res_kb"]
+            add(key, "ovh", sprintf("%.1f", (r["rss_kb"] - guest_kb) / 1024))
             add(key, "rss", sprintf("%.1f", r["rss_kb"] / 1024))
         }
     }
@@ -93,14 +98,19 @@ N=${1:-3}
 [[ $N =~ ^[1-9][0-9]*$ ]] || usage
 
 cd "$REPO" || exit 1
-echo "bench: cargo build --release" >&2
-cargo build --release --bin conduit || exit 1
-target=${CARGO_TARGET_DIR:-target}
-[[ $target = /* ]] || target=$REPO/$target
+if [ -n "${CONDUIT_BIN:-}" ]; then
+    conduit=$CONDUIT_BIN
+else
+    echo "bench: cargo build --release" >&2
+    cargo build --release --bin conduit || exit 1
+    target=${CARGO_TARGET_DIR:-target}
+    [[ $target = /* ]] || target=$REPO/$target
+    conduit=$target/release/conduit
+fi
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-BENCH_N=$N CONDUIT_BIN=$target/release/conduit tests/rig/run bench-boot 2>&1 | tee "$out" >&2
+BENCH_N=$N CONDUIT_BIN=$conduit tests/rig/run bench-boot 2>&1 | tee "$out" >&2
 rc=${PIPESTATUS[0]}
 log=$(sed -n 's/^rig: log: //p' "$out" | head -n1)
 [ -f "$log" ] || { echo "bench: the rig run named no log" >&2; exit 1; }

@@ -17,13 +17,14 @@ bench_mib() {
     esac
 }
 
-# bench_sample PID: the VMM's memory from /proc/PID/smaps. Guest RAM = the anonymous
-# (or memfd) mappings of at least 128 MiB (the VMM's own heap arenas are 64 MiB at
-# most); overhead = all resident memory (sum of smaps Rss, VmRSS without its counter
-# lag) minus the resident part of guest RAM.
+# bench_sample PID GUEST_KB: the VMM's memory from /proc/PID/smaps. Guest RAM = the
+# anonymous (or memfd) mappings of at least 128 MiB (the VMM's own heap arenas are
+# 64 MiB at most), resident at most GUEST_KB (a small VMM mapping the kernel merged
+# into the guest's is counted as overhead then); overhead = all resident memory (sum
+# of smaps Rss: VmRSS lags by up to MiBs behind faulting threads) minus that.
 bench_sample() {
     [ -r "/proc/$1/smaps" ] || { echo "sample=none"; return; }
-    awk -v min_kb=131072 '
+    awk -v min_kb=131072 -v mem_kb="$2" '
         FILENAME ~ /status$/ { if ($1 == "VmRSS:") vmrss = $2; next }
         /^[0-9a-f]+-[0-9a-f]+ / {
             name = ""
@@ -42,12 +43,13 @@ bench_sample() {
         # L2 faster under the emulated nested paging.
         $1 == "AnonHugePages:" && is_guest { thp += $2 }
         END {
+            if (guest > mem_kb) guest = mem_kb
             printf "rss_kb=%d vmrss_kb=%d guest_res_kb=%d guest_thp_kb=%d guest_maps=%d guest_maps_kb=%d overhead_kb=%d\n",
                 rss, vmrss, guest, thp, maps, maps_kb, rss - guest
         }' "/proc/$1/status" "/proc/$1/smaps" 2>/dev/null || echo "sample=none"
 }
 
-# bench_reader DIR: pass the VMM's output on to the console, noting into DIR the
+# bench_reader DIR (with $mib set): pass the VMM's output on to the console, noting into DIR the
 # VMM's PID and exec time (BENCH-EXEC), L1's uptime when L2's init printed its
 # first line (and L2's own uptime then), and a memory sample once L2 idles.
 bench_reader() {
@@ -69,7 +71,7 @@ bench_reader() {
             *BENCH-IDLE*)
                 # L2 idles BENCH_IDLE s from here; sample one second in.
                 sleep 1
-                [ -s "$1/pid" ] && bench_sample "$(cat "$1/pid")" > "$1/mem" ;;
+                [ -s "$1/pid" ] && bench_sample "$(cat "$1/pid")" $((mib * 1024)) > "$1/mem" ;;
         esac
     done
 }

@@ -251,11 +251,18 @@ impl VmConfig {
             ));
         }
         let config: VmConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let field = match e.path().to_string() {
+            let path = match e.path().to_string() {
                 p if p == "." => String::new(),
                 p => p,
             };
-            ConfigError::invalid(field, e.into_inner().to_string())
+            let message = e.into_inner().to_string();
+            // "unknown field `x`" names the field itself: report it on its parent object.
+            let field = if message.starts_with("unknown field") {
+                path.rsplit_once('.').map_or("", |(parent, _)| parent).to_string()
+            } else {
+                path
+            };
+            ConfigError::invalid(field, message)
         })?;
         config.validate()?;
         Ok(config)
@@ -566,17 +573,17 @@ mod tests {
             ),
             (
                 format!(r#"{{{k}, "devices": [{{"addr": "00:02.0"}}]}}"#),
-                "devices[0].addr",
+                "devices[0]",
                 "unknown field `addr`",
             ),
             (
                 format!(r#"{{{k}, "color": "red"}}"#),
-                "color",
+                "",
                 "unknown field `color`",
             ),
             (
                 r#"{"kernel": {"path": "/k", "cmd": "x"}}"#.into(),
-                "kernel.cmd",
+                "kernel",
                 "unknown field `cmd`",
             ),
             (r#"{"kernel": {}}"#.into(), "kernel", "missing field `path`"),

@@ -1,0 +1,101 @@
+# L1 side of `api`: `conduit serve` on a socket; everything else through the REST API
+# with curl (`conduit ctl` is the same requests). Two VMs with the nvme passed through:
+# the second one can take the device only if vm.shutdown released it.
+S=$TMPDIR/api.sock
+LOG=$TMPDIR/serve.log
+BODY=$TMPDIR/body
+
+# api METHOD ROUTE [JSON_FILE]: prints the HTTP status; the answer is in $BODY.
+api() {
+    rm -f "$BODY"
+    if [ -n "${3:-}" ]; then
+        curl -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$1" \
+            -H 'Content-Type: application/json' --data-binary "@$3" "http://localhost/api/v1/$2"
+    else
+        curl -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$1" \
+            "http://localhost/api/v1/$2"
+    fi
+}
+# expect_api NAME STATUS METHOD ROUTE [JSON_FILE]
+expect_api() {
+    _name=$1 _want=$2
+    shift 2
+    _got=$(api "$@")
+    rig_check "$_name" "$* -> want $_want got $_got: $(head -c 300 "$BODY" 2>/dev/null)" [ "$_got" = "$_want" ]
+}
+# jq_true [JQ ARGS...] FILTER: the last answer satisfies the filter (jq's output dropped).
+jq_true() { jq -e "$@" "$BODY" > /dev/null; }
+# body_is NAME JQ_FILTER: check that the last answer satisfies the filter.
+body_is() {
+    rig_check "$1" "$2 on $(head -c 600 "$BODY")" jq_true "$2"
+}
+# wait_log PATTERN COUNT SECONDS: until serve's output has COUNT lines matching PATTERN.
+wait_log() {
+    _i=0
+    while [ "$(grep -c "$1" "$LOG" 2>/dev/null)" -lt "$2" ]; do
+        [ "$_i" -ge "$3" ] && return 1
+        sleep 1
+        _i=$((_i + 1))
+    done
+}
+vm_json() { # vm_json N: the VmConfig of VM number N
+    jq -n --arg k "$L2_KERNEL" --arg i "$L2_INITRD" --arg c "$L2_CMDLINE rig.boot=$1" \
+        --arg m "$L2_MEM" --arg d "$NVME_BDF" --argjson n "$L2_CPUS" \
+        '{kernel: {path: $k, initramfs: $i, cmdline: $c}, cpus: $n, memory: $m,
+          serial: "stdio", on_reboot: "exit", devices: [{address: $d}]}' > "$TMPDIR/vm$1.json"
+}
+
+command -v curl > /dev/null || rig_fail "no curl on L0"
+command -v jq > /dev/null || rig_fail "no jq on L0"
+# serve's output (and the guests' consoles, serial stdio) goes to the console and $LOG.
+( "$CONDUIT" serve --api-socket "$S" < /dev/null 2>&1; echo "RIG-API serve-exit rc=$?" ) |
+    tee "$LOG" &
+i=0
+until [ "$(api GET vmm.ping 2> /dev/null)" = 200 ]; do
+    [ "$i" -ge 50 ] && rig_fail "conduit serve did not answer on $S"
+    sleep 0.2
+    i=$((i + 1))
+done
+body_is ping '.api == "v1" and (.version | length > 0)'
+rig_expect socket-mode 600 "$(stat -c %a "$S")"
+
+# Refusals first: nothing is created by them.
+echo '{"kernel": {"path": "/k"}, "gpu": 1}' > "$TMPDIR/bad.json"
+expect_api create-unknown-field 400 PUT vm.create "$TMPDIR/bad.json"
+body_is create-unknown-field-named '.detail | contains("unknown field `gpu`")'
+expect_api boot-before-create 409 PUT vm.boot
+expect_api wrong-method 405 GET vm.boot
+expect_api unknown-route 404 GET vm.destroy
+
+# boot_vm N: create and boot VM N, wait for its guest, check vm.info, shut it down.
+boot_vm() {
+    vm_json "$1"
+    expect_api "create-$1" 204 PUT vm.create "$TMPDIR/vm$1.json"
+    echo "RIG-STAGE l2-start conduit-api vm$1"
+    expect_api "boot-$1" 204 PUT vm.boot || return 1
+    expect_api "boot-twice-$1" 409 PUT vm.boot
+    expect_api "delete-running-$1" 409 PUT vm.delete
+    wait_log "RIG-API l2-ready boot=$1" 1 150 || rig_fail "L2 number $1 did not get ready"
+    expect_api "info-$1" 200 GET vm.info
+    body_is "info-running-$1" '.state == "running" and .vcpus.running == .config.cpus'
+    rig_check "info-device-$1" "$(jq -c '.devices' "$BODY")" jq_true --arg d "$NVME_BDF" \
+        '.devices | length == 1 and .[0].host_address == $d and (.[0].iommu_group | type) == "number"
+         and (.[0].guest_address | startswith("0000:00:")) and (.[0].bars | length) >= 1'
+    rig_check "info-vectors-$1" "armed: $(jq -c '.devices[0].msix_vectors_armed' "$BODY")" \
+        jq_true '.devices[0].msix_vectors_armed | length >= 2'
+    expect_api "shutdown-$1" 200 PUT vm.shutdown "$TMPDIR/shutdown.json"
+    body_is "shutdown-graceful-$1" '.outcome.reason == "power-off"'
+    expect_api "info-after-$1" 200 GET vm.info
+    body_is "info-stopped-$1" '.state == "shutdown" and .devices == [] and .stopped.reason == "power-off"'
+    rig_check "no-vfio-irqs-$1" "no vfio interrupts left in L1" sh -c '! grep -q vfio /proc/interrupts'
+    expect_api "delete-$1" 204 PUT vm.delete
+}
+echo '{"timeout_secs": 90}' > "$TMPDIR/shutdown.json"
+boot_vm 1
+# The same device again: only possible if the first VM let go of it.
+boot_vm 2
+
+expect_api vmm-shutdown 204 PUT vmm.shutdown
+wait_log "RIG-API serve-exit" 1 30 || rig_fail "conduit serve did not exit after vmm.shutdown"
+rig_expect serve-exit "RIG-API serve-exit rc=0" "$(grep -m1 'RIG-API serve-exit' "$LOG")"
+rig_check socket-removed "$S is gone" [ ! -e "$S" ]

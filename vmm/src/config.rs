@@ -258,7 +258,9 @@ impl VmConfig {
             let message = e.into_inner().to_string();
             // "unknown field `x`" names the field itself: report it on its parent object.
             let field = if message.starts_with("unknown field") {
-                path.rsplit_once('.').map_or("", |(parent, _)| parent).to_string()
+                path.rsplit_once('.')
+                    .map_or("", |(parent, _)| parent)
+                    .to_string()
             } else {
                 path
             };

@@ -173,6 +173,14 @@ fn boot_pvh() {
     assert_scenario_passes("boot-pvh");
 }
 
+/// Bad input (missing or corrupt kernel, initramfs too big, memory too small or too large,
+/// bad --cpus, long command line, unwritable serial file, unknown device) gives exit 1 and an
+/// error naming the culprit; SIGTERM stops a running VM with exit 143.
+#[test]
+fn bad_input() {
+    assert_scenario_passes("bad-input");
+}
+
 /// An L1 without kvm_amd must fail the run, naming the stage, never pass it.
 #[test]
 fn broken_l1_is_caught() {

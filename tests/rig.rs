@@ -181,6 +181,13 @@ fn bad_input() {
     assert_scenario_passes("bad-input");
 }
 
+/// The REST API in L1: `conduit serve`, a VM with the nvme created, booted, inspected and
+/// shut down through the API (curl), then a second one proving the device was released.
+#[test]
+fn api() {
+    assert_scenario_passes("api");
+}
+
 /// An L1 without kvm_amd must fail the run, naming the stage, never pass it.
 #[test]
 fn broken_l1_is_caught() {

@@ -115,6 +115,7 @@ fn run(code: Vec<u8>, cpus: u8, name: &str) -> (Outcome, Vec<u8>) {
         serial: SerialMode::File(log.clone()),
         on_reboot: OnReboot::Exit,
         devices: Vec::new(),
+        iommu: Default::default(),
     };
     let outcome = vmm::vm::run(&config).expect("the payload VM runs");
     let out = std::fs::read(&log).unwrap_or_default();

@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, DeviceConfig, KernelConfig, OnReboot, SerialMode, VmConfig};
+use crate::config::{self, DeviceConfig, IommuMode, KernelConfig, OnReboot, SerialMode, VmConfig};
 use crate::event_loop::{self, Outcome};
 use crate::vm::{Vm, VmError};
 
@@ -68,7 +68,7 @@ struct RunArgs {
         value_name = "FILE",
         conflicts_with_all = [
             "kernel", "initramfs", "cmdline", "cpus", "memory", "serial", "hugepages",
-            "on_reboot", "devices", "gpus",
+            "on_reboot", "devices", "gpus", "iommu",
         ]
     )]
     config: Option<PathBuf>,
@@ -106,6 +106,9 @@ struct RunArgs {
     /// (chosen on one NUMA node when possible, besides any --device).
     #[arg(long, value_name = "SPEC")]
     gpus: Option<String>,
+    /// IOMMU interface for passthrough devices.
+    #[arg(long, value_enum, default_value_t = IommuMode::Auto)]
+    iommu: IommuMode,
 }
 
 impl RunArgs {
@@ -137,6 +140,7 @@ impl RunArgs {
             hugepages: self.hugepages,
             serial: self.serial,
             on_reboot: self.on_reboot,
+            iommu: self.iommu,
             devices: self
                 .devices
                 .iter()

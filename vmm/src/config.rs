@@ -96,6 +96,19 @@ pub enum OnReboot {
     Restart,
 }
 
+/// Which kernel interface isolates passthrough devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IommuMode {
+    /// iommufd with the VFIO device cdev when the host has both, else type1.
+    #[default]
+    Auto,
+    /// The VFIO container with the type1 IOMMU (/dev/vfio/vfio and group files).
+    Type1,
+    /// iommufd (/dev/iommu) and the per-device cdev (/dev/vfio/devices/vfioN).
+    Iommufd,
+}
+
 /// A Linux kernel to boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +173,9 @@ pub struct VmConfig {
     /// Host PCI devices passed through, in guest slot order.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// IOMMU interface for the passthrough devices.
+    #[serde(default)]
+    pub iommu: IommuMode,
 }
 
 fn default_cmdline() -> String {
@@ -236,6 +252,7 @@ impl VmConfig {
             serial: SerialMode::Stdio,
             on_reboot: OnReboot::Exit,
             devices: Vec::new(),
+            iommu: IommuMode::Auto,
         }
     }
 

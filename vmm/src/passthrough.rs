@@ -69,32 +69,7 @@ pub enum PassthroughError {
     },
 }
 
-/// Which kernel interface isolates the devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IommuMode {
-    /// iommufd with the VFIO device cdev when the host has both, else type1.
-    #[default]
-    Auto,
-    /// The VFIO container with the type1 IOMMU (/dev/vfio/vfio, group files).
-    Type1,
-    /// iommufd (/dev/iommu) and the per-device cdev (/dev/vfio/devices/vfioN).
-    Iommufd,
-}
-
-impl std::str::FromStr for IommuMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "type1" => Ok(Self::Type1),
-            "iommufd" => Ok(Self::Iommufd),
-            _ => Err(format!(
-                "invalid IOMMU interface '{s}': use auto, type1 or iommufd"
-            )),
-        }
-    }
-}
+pub use crate::config::IommuMode;
 
 /// The IOMMU container of a VM, whichever interface it uses.
 enum Backend {

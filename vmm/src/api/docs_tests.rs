@@ -236,6 +236,7 @@ fn full_config() -> VmConfig {
         hugepages: true,
         serial: SerialMode::File("/tmp/console.log".into()),
         on_reboot: OnReboot::Restart,
+        iommu: crate::config::IommuMode::Type1,
         devices: vec![DeviceConfig {
             address: "0000:17:00.0".into(),
         }],
@@ -272,7 +273,14 @@ fn vmconfig_schema_and_code_agree() {
         serde_json::to_value(VmConfig::from_json(r#"{"kernel": {"path": "/k"}}"#).unwrap())
             .unwrap();
     let props = &d.vmconfig["properties"];
-    for k in ["cpus", "hugepages", "serial", "on_reboot", "devices"] {
+    for k in [
+        "cpus",
+        "hugepages",
+        "serial",
+        "on_reboot",
+        "iommu",
+        "devices",
+    ] {
         assert_eq!(props[k]["default"], defaults[k], "default of {k}");
     }
     assert_eq!(
@@ -303,6 +311,10 @@ fn vmconfig_schema_and_code_agree() {
     for v in props["serial"]["oneOf"][0]["enum"].as_array().unwrap() {
         assert!(with("serial", v.clone()).is_ok(), "{v}");
     }
+    for v in props["iommu"]["enum"].as_array().unwrap() {
+        assert!(with("iommu", v.clone()).is_ok(), "{v}");
+    }
+    assert!(with("iommu", json!("vfio")).is_err());
     assert!(with("on_reboot", json!("halt")).is_err());
     assert!(with("serial", json!("file")).is_err());
     assert!(

@@ -226,7 +226,7 @@ pub(super) fn build(kvm: &Kvm, config: &VmConfig) -> Result<BuiltVm, VmError> {
             routing,
             memslots: Arc::new(DeviceMemslots::new(vm.clone(), first_device_slot)),
             bars: &mut bar_allocator,
-            iommu: crate::passthrough::IommuMode::Auto,
+            iommu: config.iommu,
         },
     )?;
 

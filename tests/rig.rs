@@ -131,6 +131,13 @@ fn vfio_nvme() {
     assert_scenario_passes("vfio-nvme");
 }
 
+/// As `vfio_nvme`, through iommufd and the VFIO cdev (`--iommu iommufd`) on the rig's
+/// self-built 6.12 L1 kernel (built on first use, ~20 min, cached outside the checkout).
+#[test]
+fn vfio_iommufd() {
+    assert_scenario_passes("vfio-iommufd");
+}
+
 /// ivshmem's 64 GiB BAR passed through: assigned at full size, a word written at +60 GiB
 /// lands in the backing file.
 #[test]

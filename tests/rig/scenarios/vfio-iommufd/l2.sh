@@ -1,0 +1,1 @@
+../qemu-peer-nvme/l2.sh

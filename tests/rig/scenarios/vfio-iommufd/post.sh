@@ -1,0 +1,1 @@
+../qemu-peer-nvme/post.sh

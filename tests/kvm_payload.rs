@@ -100,6 +100,10 @@ fn serial_file(name: &str) -> PathBuf {
 }
 
 fn run(code: Vec<u8>, cpus: u8, name: &str) -> (Outcome, Vec<u8>) {
+    run_with(code, cpus, name, false)
+}
+
+fn run_with(code: Vec<u8>, cpus: u8, name: &str, hugepages: bool) -> (Outcome, Vec<u8>) {
     let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
     let log = serial_file(name);
     let payload = serial_file(&format!("{name}-code"));
@@ -111,7 +115,7 @@ fn run(code: Vec<u8>, cpus: u8, name: &str) -> (Outcome, Vec<u8>) {
         }),
         cpus,
         memory_bytes: 64 << 20,
-        hugepages: false,
+        hugepages,
         serial: SerialMode::File(log.clone()),
         on_reboot: OnReboot::Exit,
         devices: Vec::new(),
@@ -174,4 +178,30 @@ fn host_bridge_is_visible_through_config_ports() {
         0xffff_ffff,
         "empty slot"
     );
+}
+
+/// `--hugepages`: guest RAM on 2 MiB pages. The test reserves the 32 pages a 64 MiB guest
+/// needs (it runs as root, as CI does) and gives them back afterwards.
+#[test]
+fn hugepage_backed_guest_memory() {
+    const NR: &str = "/proc/sys/vm/nr_hugepages";
+    let read = |p: &str| -> u64 {
+        std::fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("cannot read {p}: {e}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = read(NR);
+    std::fs::write(NR, format!("{}\n", before + 32))
+        .unwrap_or_else(|e| panic!("cannot reserve hugepages through {NR} (needs root): {e}"));
+    let free = read("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+    let result = std::panic::catch_unwind(|| {
+        assert!(free >= 32, "only {free} free 2 MiB pages after reserving 32 more");
+        run_with(Asm::default().print("huge\n").acpi_poweroff().0, 1, "huge", true)
+    });
+    let _ = std::fs::write(NR, format!("{before}\n"));
+    let (outcome, out) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    assert_eq!(String::from_utf8_lossy(&out), "huge\n");
+    assert_eq!(outcome, Outcome::PowerOff);
 }

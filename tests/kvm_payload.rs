@@ -197,8 +197,16 @@ fn hugepage_backed_guest_memory() {
         .unwrap_or_else(|e| panic!("cannot reserve hugepages through {NR} (needs root): {e}"));
     let free = read("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
     let result = std::panic::catch_unwind(|| {
-        assert!(free >= 32, "only {free} free 2 MiB pages after reserving 32 more");
-        run_with(Asm::default().print("huge\n").acpi_poweroff().0, 1, "huge", true)
+        assert!(
+            free >= 32,
+            "only {free} free 2 MiB pages after reserving 32 more"
+        );
+        run_with(
+            Asm::default().print("huge\n").acpi_poweroff().0,
+            1,
+            "huge",
+            true,
+        )
     });
     let _ = std::fs::write(NR, format!("{before}\n"));
     let (outcome, out) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));

@@ -89,16 +89,25 @@ pub enum EventLoopError {
 /// Signals that stop the VM.
 pub const STOP_SIGNALS: [i32; 2] = [libc::SIGINT, libc::SIGTERM];
 
-/// Blocks SIGINT/SIGTERM in the calling thread (and so in threads it spawns afterwards).
-pub fn block_stop_signals() -> Result<(), EventLoopError> {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask only
-    // reads it.
+/// The set of [`STOP_SIGNALS`].
+fn stop_signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it and sigaddset only adds
+    // valid signal numbers to it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in STOP_SIGNALS {
             libc::sigaddset(&mut set, s);
         }
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in the calling thread (and so in threads it spawns afterwards).
+pub fn block_stop_signals() -> Result<(), EventLoopError> {
+    let set = stop_signal_set();
+    // SAFETY: pthread_sigmask only reads the initialised set.
+    unsafe {
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(EventLoopError::Signals(std::io::Error::from_raw_os_error(
@@ -112,14 +121,9 @@ pub fn block_stop_signals() -> Result<(), EventLoopError> {
 /// Waits for SIGINT or SIGTERM (blocked beforehand with [`block_stop_signals`]) and returns
 /// its number.
 pub fn wait_stop_signal() -> Result<i32, EventLoopError> {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset; sigwait writes
-    // the signal number into a local.
+    let set = stop_signal_set();
+    // SAFETY: sigwait reads the initialised set and writes the signal number into a local.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in STOP_SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
         let mut sig: libc::c_int = 0;
         let rc = libc::sigwait(&set, &mut sig);
         if rc != 0 {

@@ -319,12 +319,11 @@ pub fn attach(
         hosts.len(),
         backend.name()
     );
-    let pass = Passthrough {
+    let mut pass = Passthrough {
         backend,
         memory: ctx.memory.clone(),
         devices: Vec::new(),
     };
-    let mut pass = pass;
 
     for (h, vfio_dev) in hosts.iter().zip(opened) {
         let bars = &mut *ctx.bars;

@@ -350,12 +350,14 @@ fn serve(args: ServeArgs) -> ExitCode {
 pub fn main() -> ExitCode {
     crate::logger::init();
     let cli = Cli::parse();
-    match cli.command {
+    let status = match cli.command {
         Command::Host(args) => crate::host::main(args),
         Command::Ctl(args) => crate::ctl::main(args),
         Command::Serve(args) => serve(args),
         Command::Run(args) => run(args),
-    }
+    };
+    crate::logger::flush();
+    status
 }
 
 #[cfg(test)]

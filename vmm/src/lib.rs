@@ -15,6 +15,7 @@ pub mod event_loop;
 pub mod host;
 pub mod kvm_hooks;
 pub mod kvm_host;
+pub mod log_limit;
 pub mod logger;
 pub mod memory;
 pub mod passthrough;

@@ -41,3 +41,60 @@ pub trait MemslotMapper: Send + Sync {
     /// Removes a slot created by [`Self::map`].
     fn unmap(&self, slot: u32) -> Result<(), HookError>;
 }
+
+/// Why a guest-programmed BAR address is not used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BarRefusal {
+    /// The range overlaps guest RAM.
+    #[error("it overlaps guest RAM {start:#x}..{end:#x}")]
+    Ram {
+        /// First RAM address in the clash.
+        start: u64,
+        /// End (exclusive) of that RAM region.
+        end: u64,
+    },
+    /// The range overlaps a range the platform reserves (ECAM, IOAPIC, local APIC, ...).
+    #[error("it overlaps the {what} at {start:#x}..{end:#x}")]
+    Reserved {
+        /// What lives there.
+        what: &'static str,
+        /// Start of the reserved range.
+        start: u64,
+        /// End (exclusive).
+        end: u64,
+    },
+    /// The range overlaps another BAR (of this or another device).
+    #[error("it overlaps BAR{bar} of {device} at {addr:#x}+{size:#x}")]
+    Bar {
+        /// The other device.
+        device: String,
+        /// Its BAR index (6 = ROM).
+        bar: u8,
+        /// Where that BAR is.
+        addr: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// The range is not inside a PCI window for its kind.
+    #[error("it lies outside the guest's PCI {windows}")]
+    OutsideWindows {
+        /// The windows it may use, for the message.
+        windows: String,
+    },
+}
+
+/// Where a guest may put a BAR: the vmm knows guest RAM, the PCI windows and every
+/// device's BARs, and keeps one claim per BAR.
+pub trait BarPlacement: Send + Sync {
+    /// Claims `[addr, addr + size)` (`kind` space) for BAR `bar` of `device`, releasing the
+    /// range the BAR claimed before. Refused (the old claim stays) when the range leaves the
+    /// PCI windows for its kind or overlaps RAM, a reserved range or another BAR's claim.
+    fn claim(
+        &self,
+        device: &str,
+        bar: u8,
+        kind: pci::BarKind,
+        addr: u64,
+        size: u64,
+    ) -> Result<(), BarRefusal>;
+}

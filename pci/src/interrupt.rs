@@ -76,6 +76,11 @@ pub trait MsiRoutes {
     fn enable(&mut self, vectors: &[u16]) -> Result<(), RouteError>;
     /// Deliver `vector` once now: it was pending while masked and is now armed.
     fn trigger(&mut self, vector: u16) -> Result<(), RouteError>;
+    /// Whose vectors these are, for messages about the guest's mistakes (e.g.
+    /// "0000:00:02.0 MSI-X"); empty by default.
+    fn owner(&self) -> String {
+        String::new()
+    }
 }
 
 /// The armed state the vmm has been told about, per vector.
@@ -162,16 +167,28 @@ impl VectorTracker {
     }
 }
 
-/// The message if it may be routed; logs the guest's mistake otherwise.
-pub(crate) fn checked_message(kind: &str, vector: u16, message: MsiMessage) -> Option<MsiMessage> {
+/// The message if it may be routed; logs the guest's mistake otherwise (the vmm's logger
+/// rate-limits it: a guest can repeat it at will). `who` names the device and kind.
+pub(crate) fn checked_message(who: &str, vector: u16, message: MsiMessage) -> Option<MsiMessage> {
     if message.is_valid() {
         Some(message)
     } else {
         warn!(
-            "{kind} vector {vector}: address {:#x} is not an x86 MSI address; not armed",
+            "{who} vector {vector}: address {:#x} is not an x86 MSI address \
+             (0xfee00000..=0xfeefffff); not routed",
             message.address
         );
         None
+    }
+}
+
+/// `routes`' owner, or `kind` when it has none.
+pub(crate) fn owner_or(routes: &dyn MsiRoutes, kind: &str) -> String {
+    let owner = routes.owner();
+    if owner.is_empty() {
+        kind.to_string()
+    } else {
+        owner
     }
 }
 
@@ -353,6 +370,40 @@ mod tests {
         t.sync(0..2, |v| Some(msg(v.into())), &mut r).unwrap();
         assert_eq!(r.take(), vec![RouteCall::Enable(vec![0, 1])]);
         assert!(t.is_armed(0) && t.is_armed(1));
+    }
+
+    #[test]
+    fn messages_name_the_owner_when_there_is_one() {
+        struct Named(RecordingRoutes);
+        impl MsiRoutes for Named {
+            fn disable(&mut self, v: &[u16]) -> Result<(), RouteError> {
+                self.0.disable(v)
+            }
+            fn set_routes(&mut self, r: &[VectorRoute]) -> Result<(), RouteError> {
+                self.0.set_routes(r)
+            }
+            fn enable(&mut self, v: &[u16]) -> Result<(), RouteError> {
+                self.0.enable(v)
+            }
+            fn trigger(&mut self, v: u16) -> Result<(), RouteError> {
+                self.0.trigger(v)
+            }
+            fn owner(&self) -> String {
+                "0000:00:02.0 MSI-X".into()
+            }
+        }
+        assert_eq!(owner_or(&RecordingRoutes::default(), "MSI-X"), "MSI-X");
+        assert_eq!(
+            owner_or(&Named(RecordingRoutes::default()), "MSI-X"),
+            "0000:00:02.0 MSI-X"
+        );
+        // A message outside 0xfee00000..=0xfeefffff is never routed.
+        let bad = MsiMessage {
+            address: 0x1234_0000,
+            data: 0x31,
+        };
+        assert_eq!(checked_message("0000:00:02.0 MSI-X", 0, bad), None);
+        assert_eq!(checked_message("x", 0, msg(1)), Some(msg(1)));
     }
 
     #[test]

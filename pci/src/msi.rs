@@ -11,7 +11,9 @@ use log::warn;
 use crate::capabilities::{u32_at, CAP_ID_MSI};
 use crate::config_space::ConfigSpace;
 use crate::error::Error;
-use crate::interrupt::{checked_message, MsiMessage, MsiRoutes, RouteError, VectorTracker};
+use crate::interrupt::{
+    checked_message, owner_or, MsiMessage, MsiRoutes, RouteError, VectorTracker,
+};
 
 /// Message control: MSI enable.
 pub const MSI_CONTROL_ENABLE: u16 = 1 << 0;
@@ -306,12 +308,13 @@ impl MsiConfig {
     fn sync(&mut self, routes: &mut dyn MsiRoutes) -> Result<(), RouteError> {
         let n = self.enabled_vectors();
         let mask = self.mask_bits();
+        let who = owner_or(routes, "MSI");
         let wanted: Vec<Option<MsiMessage>> = (0..self.layout.vectors)
             .map(|v| {
                 if v >= n || mask & (1 << v) != 0 {
                     return None;
                 }
-                checked_message("MSI", v.into(), self.message(v))
+                checked_message(&who, v.into(), self.message(v))
             })
             .collect();
         let newly_armed = self.tracker.sync(

@@ -15,7 +15,9 @@ use log::warn;
 use crate::capabilities::{u32_at, CAP_ID_MSIX};
 use crate::config_space::ConfigSpace;
 use crate::error::Error;
-use crate::interrupt::{checked_message, MsiMessage, MsiRoutes, RouteError, VectorTracker};
+use crate::interrupt::{
+    checked_message, owner_or, MsiMessage, MsiRoutes, RouteError, VectorTracker,
+};
 
 /// Bytes per table entry.
 pub const MSIX_ENTRY_SIZE: u64 = 16;
@@ -386,6 +388,7 @@ impl MsixConfig {
     fn sync(&mut self, vectors: Range<u16>, routes: &mut dyn MsiRoutes) -> Result<(), RouteError> {
         let live = self.enabled && !self.function_masked;
         let table = &self.table;
+        let who = owner_or(routes, "MSI-X");
         let newly_armed = self.tracker.sync(
             vectors,
             |v| {
@@ -393,7 +396,7 @@ impl MsixConfig {
                 if !live || e.masked() {
                     return None;
                 }
-                checked_message("MSI-X", v, e.message())
+                checked_message(&who, v, e.message())
             },
             routes,
         )?;

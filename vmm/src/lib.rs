@@ -7,6 +7,7 @@
 //! same operations over a unix socket and [`ctl`] is its client.
 
 pub mod api;
+pub mod bar_placement;
 pub mod cli;
 pub mod config;
 pub mod cpuid;

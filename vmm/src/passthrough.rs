@@ -15,6 +15,7 @@ use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioIommufd, VfioOps}
 use vm_allocator::{AddressAllocator, AllocPolicy};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
+use crate::bar_placement::BarPlacements;
 use crate::memory::GuestMemoryMmap;
 use crate::vcpu::IoBuses;
 
@@ -58,6 +59,16 @@ pub enum PassthroughError {
         bar: u8,
         /// Underlying error.
         source: BusError,
+    },
+    /// A BAR's first address refused by the placement rules (a bug of the allocator).
+    #[error("{device}: BAR{bar} as placed: {reason}")]
+    Placement {
+        /// Device address.
+        device: String,
+        /// BAR index.
+        bar: u8,
+        /// Why.
+        reason: devices::vm_hooks::BarRefusal,
     },
     /// PCI bus full.
     #[error("{device}: {source}")]
@@ -133,11 +144,13 @@ fn iommufd_available(devices: &[vfio::HostDevice]) -> bool {
             .all(|d| d.sysfs_path.join("vfio-dev").is_dir())
 }
 
-/// The guest's PCI address windows, handed out to BARs.
+/// The guest's PCI address windows, handed out to BARs, and the rules for where the guest
+/// may move them later.
 pub struct BarAllocator {
     io: AddressAllocator,
     mmio32: AddressAllocator,
     mmio64: AddressAllocator,
+    placements: Arc<BarPlacements>,
 }
 
 impl BarAllocator {
@@ -153,6 +166,7 @@ impl BarAllocator {
             .ok()?,
             mmio32: AddressAllocator::new(w32.base, w32.size).ok()?,
             mmio64: AddressAllocator::new(w64.base, w64.size).ok()?,
+            placements: Arc::new(BarPlacements::new(layout)),
         })
     }
 
@@ -336,6 +350,24 @@ pub fn attach(
             &mut place,
         )?;
         let regions = dev.bars();
+        let placements = ctx.bars.placements.clone();
+        for r in &regions {
+            devices::vm_hooks::BarPlacement::claim(
+                placements.as_ref(),
+                &h.address,
+                r.index,
+                r.kind,
+                r.addr,
+                r.size,
+            )
+            .map_err(|reason| PassthroughError::Placement {
+                device: h.address.clone(),
+                bar: r.index,
+                reason,
+            })?;
+        }
+        let mut dev = dev;
+        dev.set_bar_placement(placements);
         let pin = dev.intx_pin();
         let dev = Arc::new(Mutex::new(dev));
         let slot = ctx

@@ -4,7 +4,8 @@
 //! (sizing included), the MSI-X control word and the MSI capability virtualized, INTx hidden
 //! (the device is driven through MSI-X or MSI), and extended capabilities we cannot support
 //! turned into null entries. Writes to the shadowed registers stay here; the rest go to the
-//! device.
+//! device. Guest BAR moves are checked ([`super::bar_guard`]) before they are mapped; MSI-X
+//! takes precedence over MSI ([`super::interrupt_mode`]).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -16,11 +17,14 @@ use pci::{
 };
 use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
 
+use super::bar_guard::BarGuard;
 use super::bars::{mappable_areas, BarError, BarMapping};
 use super::group::HostDevice;
+use super::interrupt_mode::{without_bit, written_bit, MSIX_ENABLE_BIT, MSI_ENABLE_BIT};
 use super::intx::Intx;
 use super::irq::{VfioIrqSetter, VfioVectors, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX};
-use crate::vm_hooks::{IrqRouting, MemslotMapper};
+use super::reset::reset_device;
+use crate::vm_hooks::{BarPlacement, IrqRouting, MemslotMapper};
 
 const CONFIG_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 const ROM_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_ROM_REGION_INDEX;
@@ -116,6 +120,7 @@ pub struct VfioPciDevice {
     routing: Arc<dyn IrqRouting>,
     mappings: Vec<BarMapping>,
     mapper: Arc<dyn MemslotMapper>,
+    guard: BarGuard,
     shut_down: bool,
 }
 
@@ -139,7 +144,7 @@ impl VfioPciDevice {
             device: name.clone(),
             reason,
         };
-        vfio.reset();
+        reset_device(&name, &vfio, "attach");
         let cfg_size = vfio.get_region_size(CONFIG_REGION).min(4096) as usize;
         if cfg_size < 64 {
             return Err(cfg_err(format!("config region is only {cfg_size} bytes")));
@@ -346,8 +351,15 @@ impl VfioPciDevice {
             routing,
             mappings,
             mapper,
+            guard: BarGuard::default(),
             shut_down: false,
         })
+    }
+
+    /// Checks every later guest BAR move with `placement` (which already holds the claims
+    /// of this device's BARs where they are now).
+    pub fn set_bar_placement(&mut self, placement: Arc<dyn BarPlacement>) {
+        self.guard.set_placement(placement, &self.shadow.bars());
     }
 
     /// Host address of the device (for errors and `vm.info`).
@@ -417,14 +429,42 @@ impl VfioPciDevice {
         }
     }
 
-    fn move_bars(&mut self, outcome: &ConfigWriteOutcome) {
-        for mv in &outcome.bar_moves {
+    /// Checks the BAR moves of a config write, unmaps the BARs it parks, maps the moved ones
+    /// at their new place, and returns the moves the vmm's buses are to follow.
+    fn move_bars(&mut self, outcome: ConfigWriteOutcome) -> ConfigWriteOutcome {
+        let vetted = self.guard.vet(&self.name, outcome);
+        for index in &vetted.parked {
+            if let Some(m) = self.mappings.iter_mut().find(|m| m.index == *index) {
+                m.remove(&self.mapper);
+            }
+        }
+        for mv in &vetted.accepted.bar_moves {
             if let Some(m) = self.mappings.iter_mut().find(|m| m.index == mv.index) {
                 if let Err(e) = m.install(&self.name, mv.new_addr, &self.mapper) {
                     log::warn!("{e}");
                 }
             }
         }
+        vetted.accepted
+    }
+
+    /// The guest enables MSI-X while MSI is on: MSI goes off first (MSI-X takes precedence,
+    /// and VFIO arms one mode at a time).
+    fn msi_off_for_msix(&mut self) {
+        let Some(m) = &mut self.msi else { return };
+        if !m.config.enabled() {
+            return;
+        }
+        log::warn!(
+            "{}: the guest enabled MSI-X while MSI was on: MSI turned off (MSI-X takes precedence)",
+            self.name
+        );
+        let ctl = m.range.start + 2;
+        let value = (m.config.control() & !(1 << MSI_ENABLE_BIT)).to_le_bytes();
+        let (config, vectors) = (&mut m.config, &mut m.vectors);
+        write_interrupt_cap(&mut self.intx, vectors, |v| {
+            (config.write_config(ctl, &value, v), config.enabled())
+        });
     }
 
     fn region_of(&self, bar: u8) -> u32 {
@@ -484,8 +524,13 @@ impl PciDevice for VfioPciDevice {
     fn write_config(&mut self, offset: u16, data: &[u8]) -> ConfigWriteOutcome {
         if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
             let outcome = self.shadow.write(offset, data);
-            self.move_bars(&outcome);
-            return outcome;
+            return self.move_bars(outcome);
+        }
+        let msix_enabled = self.msix.as_ref().is_some_and(|m| m.config.enabled());
+        if let Some(ctl) = self.msix.as_ref().map(|m| m.config.cap_offset() + 2) {
+            if !msix_enabled && written_bit(offset, data, ctl, MSIX_ENABLE_BIT) == Some(true) {
+                self.msi_off_for_msix();
+            }
         }
         if let Some(m) = &mut self.msix {
             let ctl = m.config.cap_offset() + 2..m.config.cap_offset() + 4;
@@ -500,9 +545,18 @@ impl PciDevice for VfioPciDevice {
         }
         if let Some(m) = &mut self.msi {
             if overlaps(offset, data.len(), &m.range) {
+                let ctl = m.range.start + 2;
+                let mut data = data.to_vec();
+                if msix_enabled && written_bit(offset, &data, ctl, MSI_ENABLE_BIT) == Some(true) {
+                    log::warn!(
+                        "{}: MSI enable ignored while MSI-X is on (MSI-X takes precedence)",
+                        self.name
+                    );
+                    data = without_bit(offset, &data, ctl, MSI_ENABLE_BIT);
+                }
                 let (config, vectors) = (&mut m.config, &mut m.vectors);
                 write_interrupt_cap(&mut self.intx, vectors, |v| {
-                    (config.write_config(offset, data, v), config.enabled())
+                    (config.write_config(offset, &data, v), config.enabled())
                 });
                 self.sync_intx();
                 return ConfigWriteOutcome::default();
@@ -510,8 +564,8 @@ impl PciDevice for VfioPciDevice {
         }
         let mut outcome = ConfigWriteOutcome::default();
         if overlaps(offset, data.len(), &COMMAND) {
-            outcome = self.shadow.write(offset, data);
-            self.move_bars(&outcome);
+            let moved = self.shadow.write(offset, data);
+            outcome = self.move_bars(moved);
         }
         self.vfio
             .region_write(CONFIG_REGION, data, u64::from(offset));
@@ -523,6 +577,10 @@ impl PciDevice for VfioPciDevice {
     }
 
     fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
+        if self.guard.is_parked(bar) {
+            data.fill(0xff);
+            return;
+        }
         if let Some(m) = &self.msix {
             let l = m.config.layout();
             if bar == m.table_bar && l.table_range().contains(&offset) {
@@ -538,6 +596,9 @@ impl PciDevice for VfioPciDevice {
     }
 
     fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+        if self.guard.is_parked(bar) {
+            return;
+        }
         if let Some(m) = &mut self.msix {
             let l = *m.config.layout();
             if bar == m.table_bar && l.table_range().contains(&offset) {
@@ -581,7 +642,7 @@ impl VfioPciDevice {
             m.remove(&self.mapper);
         }
         self.mappings.clear();
-        self.vfio.reset();
+        reset_device(&self.name, &self.vfio, "teardown");
     }
 }
 

@@ -259,6 +259,10 @@ impl VfioVectors {
 }
 
 impl MsiRoutes for VfioVectors {
+    fn owner(&self) -> String {
+        self.name.clone()
+    }
+
     fn disable(&mut self, vectors: &[u16]) -> Result<(), RouteError> {
         for &v in vectors {
             let Some(vec) = self.vectors.get_mut(usize::from(v)) else {

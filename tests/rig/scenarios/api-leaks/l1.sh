@@ -1,0 +1,130 @@
+# L1 side of `api-leaks`: one `conduit serve`, 20 cycles of vm.create, vm.boot, vm.shutdown,
+# vm.delete with the nvme passed through and 128 MiB of RAM (pinning and IOMMU-mapping RAM
+# is most of a cycle's cost here), the guest being the PVH vmlinux (no decompression).
+# Cycles 1 and 20 run the guest to its init (nvme driver, MSI-X vectors armed, seen in
+# vm.info) and shut down through the ACPI power button (../api/l2.sh); cycles 2-19 wait
+# until the kernel prints its command line (early console, loglevel=6) and shut down with timeout
+# 0 (forced off). After cycles 1 and 20, serve's open fds, threads and VmRSS.
+S=$TMPDIR/api.sock
+LOG=$TMPDIR/serve.log
+BODY=$TMPDIR/body
+CYCLES=20
+KERNEL=$RIG_DIR/kernel/vmlinux
+
+api() { # METHOD ROUTE [JSON_FILE]: prints the HTTP status; the answer is in $BODY
+    rm -f "$BODY"
+    if [ -n "${3:-}" ]; then
+        curl -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$1" \
+            -H 'Content-Type: application/json' --data-binary "@$3" "http://localhost/api/v1/$2"
+    else
+        curl -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$1" \
+            "http://localhost/api/v1/$2"
+    fi
+}
+expect_api() { # NAME STATUS METHOD ROUTE [JSON_FILE]
+    _name=$1 _want=$2
+    shift 2
+    _got=$(api "$@")
+    rig_check "$_name" "$* -> want $_want got $_got: $(head -c 300 "$BODY" 2>/dev/null)" [ "$_got" = "$_want" ]
+}
+# api_pair M1 ROUTE1 JSON_FILE M2 ROUTE2: two requests in one curl (a process costs about
+# half a second in L1); prints both statuses; the first answer is in $BODY.1.
+api_pair() {
+    rm -f "$BODY" "$BODY.1"
+    curl -sS --max-time 150 --unix-socket "$S" -o "$BODY.1" -w '%{http_code} ' -X "$1" \
+        -H 'Content-Type: application/json' --data-binary "@$3" "http://localhost/api/v1/$2" \
+        --next -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$4" \
+        "http://localhost/api/v1/$5"
+}
+jq_true() { jq -e "$@" "$BODY" > /dev/null; }
+fail() { # REASON: the end of serve's output, then give up
+    tail -n 30 "$LOG"
+    rig_fail "$@"
+}
+wait_log() { # PATTERN COUNT SECONDS: until serve's output has COUNT lines matching PATTERN
+    _i=0
+    while [ "$(grep -c -- "$1" "$LOG" 2>/dev/null)" -lt "$2" ]; do
+        [ "$_i" -ge "$(($3 * 5))" ] && return 1
+        sleep 0.2
+        _i=$((_i + 1))
+    done
+}
+vm_json() { # FILE N CMDLINE_EXTRA
+    jq -n --arg k "$KERNEL" --arg i "$L2_INITRD" --arg c "$L2_CMDLINE rig.boot=$2 $3" \
+        --arg m "$L2_MEM" --arg d "$NVME_BDF" --argjson n "$L2_CPUS" \
+        '{kernel: {path: $k, initramfs: $i, cmdline: $c}, cpus: $n, memory: $m,
+          serial: "stdio", on_reboot: "exit", devices: [{address: $d}]}' > "$1"
+}
+sample() { # NAME: serve's fds, threads and VmRSS now, as NAME_fds NAME_threads NAME_rss
+    _p=$(pidof conduit)
+    eval "$1_fds=$(ls "/proc/$_p/fd" | wc -l) $1_threads=$(ls "/proc/$_p/task" | wc -l)"
+    eval "$1_rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$_p/status")"
+    echo "api-leaks: $1: fds $(ls "/proc/$_p/fd" | wc -l) threads $(ls "/proc/$_p/task" | wc -l) $(grep VmRSS "/proc/$_p/status")"
+    ls -l "/proc/$_p/fd" | sed 's/^.* \([0-9]* ->\)/    \1/' | tail -n +2
+}
+
+command -v curl > /dev/null || rig_fail "no curl on L0"
+command -v jq > /dev/null || rig_fail "no jq on L0"
+[ -f "$KERNEL" ] || rig_fail "no $KERNEL (the rig's set-up extracts it)"
+# serve's output (with the guests' consoles) goes to $LOG; only marker and conduit lines
+# go on to L1's console, which is slow.
+( "$CONDUIT" serve --api-socket "$S" < /dev/null 2>&1; echo "RIG-LEAKS serve-exit rc=$?" ) |
+    tee "$LOG" | grep --line-buffered -e 'RIG-' -e 'conduit:' &
+i=0
+until [ "$(api GET vmm.ping 2> /dev/null)" = 200 ]; do
+    [ "$i" -ge 50 ] && rig_fail "conduit serve did not answer on $S"
+    sleep 0.2
+    i=$((i + 1))
+done
+echo '{"timeout_secs": 90}' > "$TMPDIR/graceful.json"
+echo '{"timeout_secs": 0}' > "$TMPDIR/forced.json"
+vm_json "$TMPDIR/early.json" early "earlycon=uart8250,io,0x3f8 loglevel=6"
+
+banners=0
+n=1
+while [ "$n" -le "$CYCLES" ]; do
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    if [ "$n" = 1 ] || [ "$n" = "$CYCLES" ]; then
+        vm_json "$TMPDIR/vm.json" "$n" ""
+        expect_api "create-$n" 204 PUT vm.create "$TMPDIR/vm.json"
+        echo "RIG-STAGE l2-start conduit-api cycle $n"
+        expect_api "boot-$n" 204 PUT vm.boot || rig_fail "cycle $n did not boot"
+        wait_log "RIG-API l2-ready boot=$n" 1 150 || fail "cycle $n: L2 did not get ready"
+        expect_api "info-$n" 200 GET vm.info
+        rig_check "vectors-armed-$n" "armed: $(jq -c '.devices[0].msix_vectors_armed' "$BODY")" \
+            jq_true '.devices[0].msix_vectors_armed | length >= 2'
+        expect_api "shutdown-$n" 200 PUT vm.shutdown "$TMPDIR/graceful.json"
+        rig_check "shutdown-graceful-$n" "$(head -c 200 "$BODY")" jq_true '.outcome.reason == "power-off"'
+    else
+        got=$(api_pair PUT vm.create "$TMPDIR/early.json" PUT vm.boot)
+        [ "$got" = "204 204" ] || fail "cycle $n: vm.create, vm.boot: $got: $(cat "$BODY.1" "$BODY")"
+        banners=$((banners + 1))
+        wait_log "Kernel command line:" "$banners" 60 || fail "cycle $n: the kernel did not start"
+        got=$(api_pair PUT vm.shutdown "$TMPDIR/forced.json" PUT vm.delete)
+        [ "$got" = "200 204" ] || fail "cycle $n: vm.shutdown, vm.delete: $got: $(cat "$BODY.1" "$BODY")"
+        jq -e '.outcome.reason == "forced-off"' "$BODY.1" > /dev/null ||
+            fail "cycle $n: shutdown outcome $(cat "$BODY.1")"
+    fi
+    if [ "$n" = 1 ] || [ "$n" = "$CYCLES" ]; then
+        [ "$(api PUT vm.delete)" = 204 ] || fail "cycle $n: vm.delete: $(cat "$BODY")"
+    fi
+    echo "api-leaks: cycle $n took $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }') s"
+    case $n in
+        1) sleep 1; sample first ;;
+        "$CYCLES") sleep 1; sample last ;;
+    esac
+    n=$((n + 1))
+done
+rig_expect forced-cycles "$((CYCLES - 2))" "$banners"
+rig_expect fds-steady "$first_fds" "$last_fds"
+rig_expect threads-steady "$first_threads" "$last_threads"
+# 2 MiB: glibc keeps freed heap and the stacks of finished threads (vCPU, VM) cached
+# for reuse, so RSS moves by up to a few hundred KiB between cycles; anything a cycle
+# leaks for good is far larger over 19 cycles: one guest's RAM (128 MiB, pinned by
+# VFIO), a BAR mapping, or even 110 KiB of heap per VM.
+rig_check rss-steady "VmRSS ${first_rss} kB after cycle 1, ${last_rss} kB after cycle $CYCLES (at most +2048 kB)" \
+    [ "$last_rss" -le $((first_rss + 2048)) ]
+rig_check no-vfio-irqs "no vfio interrupts left in L1" sh -c '! grep -q vfio /proc/interrupts'
+expect_api vmm-shutdown 204 PUT vmm.shutdown
+wait_log "RIG-LEAKS serve-exit" 1 30 || rig_fail "conduit serve did not exit after vmm.shutdown"
+rig_expect serve-exit "RIG-LEAKS serve-exit rc=0" "$(grep -m1 'RIG-LEAKS serve-exit' "$LOG")"

@@ -60,6 +60,18 @@ rig_sector_is() {
     [ "$(rig_sector "$1" "$2")" = "$(rig_pattern "$3" "$2")" ]
 }
 
+# rig_vectors_fired SYSFS_DIR: how many of the PCI device's MSI/MSI-X vectors
+# (SYSFS_DIR/msi_irqs/*) have fired, from /proc/interrupts.
+rig_vectors_fired() {
+    _fired=0
+    for _f in "$1"/msi_irqs/*; do
+        [ -e "$_f" ] || continue
+        _n=$(awk -v irq="${_f##*/}:" '$1 == irq { n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i; print n }' /proc/interrupts)
+        [ "${_n:-0}" -gt 0 ] && _fired=$((_fired + 1))
+    done
+    echo "$_fired"
+}
+
 # rig_run_l2 COMMAND [ARGS...]: run an L2 VMM (QEMU or conduit) in L1 with the
 # L2_TIMEOUT deadline; marks the start for the run script's stage tracking and
 # leaves the exit code in RIG_L2_RC (124 = timed out).

@@ -11,22 +11,7 @@ BODY=$TMPDIR/body
 CYCLES=20
 KERNEL=$RIG_DIR/kernel/vmlinux
 
-api() { # METHOD ROUTE [JSON_FILE]: prints the HTTP status; the answer is in $BODY
-    rm -f "$BODY"
-    if [ -n "${3:-}" ]; then
-        curl -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$1" \
-            -H 'Content-Type: application/json' --data-binary "@$3" "http://localhost/api/v1/$2"
-    else
-        curl -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$1" \
-            "http://localhost/api/v1/$2"
-    fi
-}
-expect_api() { # NAME STATUS METHOD ROUTE [JSON_FILE]
-    _name=$1 _want=$2
-    shift 2
-    _got=$(api "$@")
-    rig_check "$_name" "$* -> want $_want got $_got: $(head -c 300 "$BODY" 2>/dev/null)" [ "$_got" = "$_want" ]
-}
+. "$RIG_SRC/lib/api.sh"
 # api_pair M1 ROUTE1 JSON_FILE M2 ROUTE2: two requests in one curl (a process costs about
 # half a second in L1); prints both statuses; the first answer is in $BODY.1.
 api_pair() {
@@ -36,24 +21,34 @@ api_pair() {
         --next -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$4" \
         "http://localhost/api/v1/$5"
 }
-jq_true() { jq -e "$@" "$BODY" > /dev/null; }
 fail() { # REASON: the end of serve's output, then give up
     tail -n 30 "$LOG"
     rig_fail "$@"
-}
-wait_log() { # PATTERN COUNT SECONDS: until serve's output has COUNT lines matching PATTERN
-    _i=0
-    while [ "$(grep -c -- "$1" "$LOG" 2>/dev/null)" -lt "$2" ]; do
-        [ "$_i" -ge "$(($3 * 5))" ] && return 1
-        sleep 0.2
-        _i=$((_i + 1))
-    done
 }
 vm_json() { # FILE N CMDLINE_EXTRA
     jq -n --arg k "$KERNEL" --arg i "$L2_INITRD" --arg c "$L2_CMDLINE rig.boot=$2 $3" \
         --arg m "$L2_MEM" --arg d "$NVME_BDF" --argjson n "$L2_CPUS" \
         '{kernel: {path: $k, initramfs: $i, cmdline: $c}, cpus: $n, memory: $m,
           serial: "stdio", on_reboot: "exit", devices: [{address: $d}]}' > "$1"
+}
+# hang_watch: when the cycles make no progress for 120 s, show once what L1's kernel and
+# serve's threads are doing (sysrq w and l into dmesg, each thread's kernel stack).
+PROGRESS=$TMPDIR/progress
+hang_watch() {
+    _last= _same=0
+    while sleep 5; do
+        _now=$(cat "$PROGRESS" 2> /dev/null)
+        if [ "$_now" = "$_last" ]; then _same=$((_same + 5)); else _same=0 _last=$_now; fi
+        [ "$_same" = 120 ] || continue
+        echo "api-leaks: no progress for 120 s at '$_now'; serve's threads and L1's kernel log:"
+        for _t in /proc/$(pidof conduit | cut -d' ' -f1)/task/*; do
+            echo "  $(cat "$_t/comm") state $(cut -d' ' -f3 "$_t/stat") wchan $(cat "$_t/wchan")"
+            sed 's/^/      /' "$_t/stack" 2> /dev/null
+        done
+        echo w > /proc/sysrq-trigger
+        echo l > /proc/sysrq-trigger
+        dmesg | tail -n 150
+    done
 }
 sample() { # NAME: serve's fds, threads and VmRSS now, as NAME_fds NAME_threads NAME_rss
     _p=$(pidof conduit)
@@ -70,12 +65,9 @@ command -v jq > /dev/null || rig_fail "no jq on L0"
 # go on to L1's console, which is slow.
 ( "$CONDUIT" serve --api-socket "$S" < /dev/null 2>&1; echo "RIG-LEAKS serve-exit rc=$?" ) |
     tee "$LOG" | grep --line-buffered -e 'RIG-' -e 'conduit:' &
-i=0
-until [ "$(api GET vmm.ping 2> /dev/null)" = 200 ]; do
-    [ "$i" -ge 50 ] && rig_fail "conduit serve did not answer on $S"
-    sleep 0.2
-    i=$((i + 1))
-done
+wait_api
+hang_watch &
+watcher=$!
 echo '{"timeout_secs": 90}' > "$TMPDIR/graceful.json"
 echo '{"timeout_secs": 0}' > "$TMPDIR/forced.json"
 vm_json "$TMPDIR/early.json" early "earlycon=uart8250,io,0x3f8 loglevel=6"
@@ -84,12 +76,14 @@ banners=0
 n=1
 while [ "$n" -le "$CYCLES" ]; do
     t0=$(cut -d' ' -f1 /proc/uptime)
+    echo "cycle $n: create and boot" > "$PROGRESS"
     if [ "$n" = 1 ] || [ "$n" = "$CYCLES" ]; then
         vm_json "$TMPDIR/vm.json" "$n" ""
         expect_api "create-$n" 204 PUT vm.create "$TMPDIR/vm.json"
         echo "RIG-STAGE l2-start conduit-api cycle $n"
         expect_api "boot-$n" 204 PUT vm.boot || rig_fail "cycle $n did not boot"
         wait_log "RIG-API l2-ready boot=$n" 1 150 || fail "cycle $n: L2 did not get ready"
+        echo "cycle $n: info and shutdown" > "$PROGRESS"
         expect_api "info-$n" 200 GET vm.info
         rig_check "vectors-armed-$n" "armed: $(jq -c '.devices[0].msix_vectors_armed' "$BODY")" \
             jq_true '.devices[0].msix_vectors_armed | length >= 2'
@@ -100,6 +94,7 @@ while [ "$n" -le "$CYCLES" ]; do
         [ "$got" = "204 204" ] || fail "cycle $n: vm.create, vm.boot: $got: $(cat "$BODY.1" "$BODY")"
         banners=$((banners + 1))
         wait_log "Kernel command line:" "$banners" 60 || fail "cycle $n: the kernel did not start"
+        echo "cycle $n: shutdown and delete" > "$PROGRESS"
         got=$(api_pair PUT vm.shutdown "$TMPDIR/forced.json" PUT vm.delete)
         [ "$got" = "200 204" ] || fail "cycle $n: vm.shutdown, vm.delete: $got: $(cat "$BODY.1" "$BODY")"
         jq -e '.outcome.reason == "forced-off"' "$BODY.1" > /dev/null ||
@@ -115,6 +110,7 @@ while [ "$n" -le "$CYCLES" ]; do
     esac
     n=$((n + 1))
 done
+kill "$watcher"
 rig_expect forced-cycles "$((CYCLES - 2))" "$banners"
 rig_expect fds-steady "$first_fds" "$last_fds"
 rig_expect threads-steady "$first_threads" "$last_threads"

@@ -5,39 +5,7 @@ S=$TMPDIR/api.sock
 LOG=$TMPDIR/serve.log
 BODY=$TMPDIR/body
 
-# api METHOD ROUTE [JSON_FILE]: prints the HTTP status; the answer is in $BODY.
-api() {
-    rm -f "$BODY"
-    if [ -n "${3:-}" ]; then
-        curl -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$1" \
-            -H 'Content-Type: application/json' --data-binary "@$3" "http://localhost/api/v1/$2"
-    else
-        curl -sS --max-time 150 --unix-socket "$S" -o "$BODY" -w '%{http_code}' -X "$1" \
-            "http://localhost/api/v1/$2"
-    fi
-}
-# expect_api NAME STATUS METHOD ROUTE [JSON_FILE]
-expect_api() {
-    _name=$1 _want=$2
-    shift 2
-    _got=$(api "$@")
-    rig_check "$_name" "$* -> want $_want got $_got: $(head -c 300 "$BODY" 2>/dev/null)" [ "$_got" = "$_want" ]
-}
-# jq_true [JQ ARGS...] FILTER: the last answer satisfies the filter (jq's output dropped).
-jq_true() { jq -e "$@" "$BODY" > /dev/null; }
-# body_is NAME JQ_FILTER: check that the last answer satisfies the filter.
-body_is() {
-    rig_check "$1" "$2 on $(head -c 600 "$BODY")" jq_true "$2"
-}
-# wait_log PATTERN COUNT SECONDS: until serve's output has COUNT lines matching PATTERN.
-wait_log() {
-    _i=0
-    while [ "$(grep -c "$1" "$LOG" 2>/dev/null)" -lt "$2" ]; do
-        [ "$_i" -ge "$3" ] && return 1
-        sleep 1
-        _i=$((_i + 1))
-    done
-}
+. "$RIG_SRC/lib/api.sh"
 vm_json() { # vm_json N: the VmConfig of VM number N
     jq -n --arg k "$L2_KERNEL" --arg i "$L2_INITRD" --arg c "$L2_CMDLINE rig.boot=$1" \
         --arg m "$L2_MEM" --arg d "$NVME_BDF" --argjson n "$L2_CPUS" \
@@ -50,12 +18,7 @@ command -v jq > /dev/null || rig_fail "no jq on L0"
 # serve's output (and the guests' consoles, serial stdio) goes to the console and $LOG.
 ( "$CONDUIT" serve --api-socket "$S" < /dev/null 2>&1; echo "RIG-API serve-exit rc=$?" ) |
     tee "$LOG" &
-i=0
-until [ "$(api GET vmm.ping 2> /dev/null)" = 200 ]; do
-    [ "$i" -ge 50 ] && rig_fail "conduit serve did not answer on $S"
-    sleep 0.2
-    i=$((i + 1))
-done
+wait_api
 body_is ping '.api == "v1" and (.version | length > 0)'
 rig_expect socket-mode 600 "$(stat -c %a "$S")"
 

@@ -6,11 +6,7 @@ reads_a() { for s in 0 1 2047; do rig_sector_is "$disk" "$s" A || return 1; done
 rig_check read-pattern-A "sectors 0 1 2047 of $disk (boot ${RIG_BOOT:-?})" reads_a
 pci=
 for d in /sys/bus/pci/devices/*; do [ "$(cat "$d/class")" = 0x010802 ] && pci=$d; done
-fired=0
-for f in "$pci"/msi_irqs/*; do
-    n=$(awk -v irq="${f##*/}:" '$1 == irq { n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i; print n }' /proc/interrupts)
-    [ "${n:-0}" -gt 0 ] && fired=$((fired + 1))
-done
+fired=$(rig_vectors_fired "$pci")
 rig_check nvme-msix "$fired nvme MSI-X vectors fired (boot ${RIG_BOOT:-?})" [ "$fired" -ge 1 ]
 echo "RIG-FAULTS l2-up boot=${RIG_BOOT:-?}"
 case ${RIG_BOOT:-} in

@@ -195,6 +195,30 @@ fn api() {
     assert_scenario_passes("api");
 }
 
+/// A hostile guest moves the nvme's BAR over RAM, outside the PCI windows and over the
+/// e1000e's BAR, writes non-MSI addresses into MSI-X entries, enables MSI and MSI-X
+/// together and floods config space: nothing is mapped where it must not be, MSI-X wins
+/// over MSI, warnings are rate-limited, both devices work again with sane values, exit 0.
+#[test]
+fn guest_hostile() {
+    assert_scenario_passes("guest-hostile");
+}
+
+/// `kill -9` mid-run, then the same nvme works in a new run that replaces the stale API
+/// socket; a live or non-socket API path is refused; SIGTERM gives exit 143 with the device
+/// reset and the socket removed; a serial log on a read-only filesystem fails at start.
+#[test]
+fn faults() {
+    assert_scenario_passes("faults");
+}
+
+/// 20 create/boot/shutdown/delete cycles with the nvme in one `conduit serve`: its open
+/// fds and threads are the same after cycle 1 and cycle 20, VmRSS within 2 MiB.
+#[test]
+fn api_leaks() {
+    assert_scenario_passes("api-leaks");
+}
+
 /// An L1 without kvm_amd must fail the run, naming the stage, never pass it.
 #[test]
 fn broken_l1_is_caught() {

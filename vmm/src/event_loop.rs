@@ -231,14 +231,22 @@ impl MutEventSubscriber for VmmLoop {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
+        if let Some((fd, _)) = &self.stdin {
+            // A regular file or /dev/null as stdin cannot be polled (EPERM): the guest
+            // then simply gets no console input, which is what such a caller wants.
+            if ops
+                .add(Events::with_data_raw(*fd, TAG_STDIN, EventSet::IN))
+                .is_err()
+            {
+                log::debug!("stdin (fd {fd}) cannot be polled: no console input for the guest");
+                self.stdin = None;
+            }
+        }
         let mut add = |fd: RawFd, tag: u32| {
             if let Err(e) = ops.add(Events::with_data_raw(fd, tag, EventSet::IN)) {
                 log::error!("event loop: cannot watch fd {fd}: {e:?}");
             }
         };
-        if let Some((fd, _)) = &self.stdin {
-            add(*fd, TAG_STDIN);
-        }
         add(self.events.poweroff.as_raw_fd(), TAG_POWEROFF);
         add(self.events.reset.as_raw_fd(), TAG_RESET);
         add(self.events.failed.as_raw_fd(), TAG_FAILED);

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod coalesced_io;
 pub mod config;
 pub mod cpuid;
 pub mod ctl;

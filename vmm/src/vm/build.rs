@@ -11,6 +11,7 @@ use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY}
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::coalesced_io::CoalescedRing;
 use crate::config::{SerialMode, VmConfig};
 use crate::event_loop::{HostControl, Outcome, VmmLoop};
 use crate::kvm_hooks::{DeviceMemslots, GsiRouting};
@@ -250,6 +251,12 @@ pub(super) fn build(kvm: &Kvm, config: &VmConfig) -> Result<BuiltVm, VmError> {
             regs::setup_boot_cpu(&vcpu, i, &boot_cpu)?;
         }
         vcpus.push(vcpu);
+    }
+    if let Some(first) = vcpus.first() {
+        if let Some(ring) = CoalescedRing::enable(kvm, &vm, first) {
+            // A fresh IoBuses has no ring yet: `set` cannot fail here.
+            let _ = buses.coalesced.set(ring);
+        }
     }
     let devices = attached_devices(passthrough.as_ref(), &pci);
     let ram = layout

@@ -3,10 +3,11 @@
 # command line) inside one run of the nested rig (tests/rig/README.md, "Benchmarks"):
 # time from the VMM's exec to L2's init (L1's clock), L2's own uptime then, and the
 # VMM's memory overhead (resident memory minus resident guest RAM) while L2 idles.
-# Prints medians per VMM and the ratios Conduit/QEMU; the raw numbers stay in the
-# rig's log (BENCH-RESULT lines).
+# Prints medians per VMM and the ratios to QEMU; the raw numbers stay in the rig's
+# log (BENCH-RESULT lines). VMMs: qemu and conduit boot the bzImage, conduit-pvh the
+# same kernel's ELF vmlinux through its PVH entry (BENCH_VMMS picks; default all three).
 #
-#   benches/boot.sh [N]    N rounds per set (a QEMU boot, then a Conduit boot), default 3
+#   benches/boot.sh [N]    N rounds per set (one boot per VMM), default 3
 #   benches/boot.sh --table LOG    only print the table of an earlier run's log
 #
 # Environment: BENCH_SETS (default "nodev:512M nvme:512M"; "nvme:1G nvme:2G nvme:3G"
@@ -46,6 +47,7 @@ table() {
         seen[r["seq"]] = 1
         key = r["set"] SUBSEP r["vmm"]
         if (!(r["set"] in set_seen)) { set_seen[r["set"]] = 1; sets[++nsets] = r["set"] }
+        if (!(r["vmm"] in vmm_seen)) { vmm_seen[r["vmm"]] = 1; vmms[++nvmms] = r["vmm"] }
         total[key]++
         if (r["rc"] == 0 && r["init_s"] != "none") good[key]++
         add(key, "init", r["init_s"])
@@ -62,30 +64,36 @@ table() {
     }
     END {
         if (nsets == 0) { print "no BENCH-RESULT lines in the log"; exit 1 }
-        printf "%-11s %-8s %5s %11s %9s %10s %8s %13s\n", "set", "vmm", "boots", "start->init", "(L0 wall)",
+        printf "%-11s %-11s %5s %11s %9s %10s %8s %13s\n", "set", "vmm", "boots", "start->init", "(L0 wall)",
             "L2 uptime", "RSS", "VMM overhead"
         for (i = 1; i <= nsets; i++) {
             st = sets[i]
-            for (m = 1; m <= 2; m++) {
-                vmm = m == 1 ? "qemu" : "conduit"
+            for (m = 1; m <= nvmms; m++) {
+                vmm = vmms[m]
                 key = st SUBSEP vmm
+                if (!(key in total)) continue
                 med[vmm, "init"] = median(vals[key, "init"])
                 med[vmm, "ovh"] = median(vals[key, "ovh"])
-                printf "%-11s %-8s %2d/%-2d %9s s %7s s %8s s %4s MiB %8s MiB\n", st, vmm, good[key], total[key],
+                printf "%-11s %-11s %2d/%-2d %9s s %7s s %8s s %4s MiB %8s MiB\n", st, vmm, good[key], total[key],
                     fmt(med[vmm, "init"], 2), fmt(median(vals[key, "l0"]), 2), fmt(median(vals[key, "guest"]), 2),
                     fmt(median(vals[key, "rss"]), 0), fmt(med[vmm, "ovh"], 1)
             }
-            printf "%-11s %-8s %5s %9s x %29s %8s x\n", "", "con/qemu", "",
-                ratio(med["conduit", "init"], med["qemu", "init"]), "",
-                ratio(med["conduit", "ovh"], med["qemu", "ovh"])
+            for (m = 1; m <= nvmms; m++) {
+                vmm = vmms[m]
+                if (vmm == "qemu" || !((st SUBSEP vmm) in total)) continue
+                printf "%-11s %-11s %5s %9s x %29s %8s x\n", "", vmm "/qemu", "",
+                    ratio(med[vmm, "init"], med["qemu", "init"]), "",
+                    ratio(med[vmm, "ovh"], med["qemu", "ovh"])
+            }
         }
         print ""
         print "raw start->init (s) and VMM overhead (MiB), in boot order:"
         for (i = 1; i <= nsets; i++)
-            for (m = 1; m <= 2; m++) {
-                vmm = m == 1 ? "qemu" : "conduit"
+            for (m = 1; m <= nvmms; m++) {
+                vmm = vmms[m]
                 key = sets[i] SUBSEP vmm
-                printf "  %-11s %-8s init:%s  overhead:%s\n", sets[i], vmm, vals[key, "init"], vals[key, "ovh"]
+                if (!(key in total)) continue
+                printf "  %-11s %-11s init:%s  overhead:%s\n", sets[i], vmm, vals[key, "init"], vals[key, "ovh"]
             }
     }' "$1"
 }
@@ -102,10 +110,11 @@ if [ -n "${CONDUIT_BIN:-}" ]; then
     conduit=$CONDUIT_BIN
 else
     echo "bench: cargo build --release" >&2
-    cargo build --release --bin conduit || exit 1
-    target=${CARGO_TARGET_DIR:-target}
-    [[ $target = /* ]] || target=$REPO/$target
-    conduit=$target/release/conduit
+    # cargo names the executable it built (the target directory depends on
+    # .cargo/config.toml and CARGO_TARGET_DIR).
+    conduit=$(cargo build --release --bin conduit --message-format=json-render-diagnostics |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+    [ -n "$conduit" ] || { echo "bench: cargo build --release failed" >&2; exit 1; }
 fi
 
 out=$(mktemp)

@@ -152,6 +152,16 @@ fn vfio_multi() {
     assert_scenario_passes("vfio-multi");
 }
 
+/// GPU passthrough as a driverless guest sees it (`gpu`, the scenario that also runs on real
+/// hardware, see `tests/hardware.rs`), here with ivshmem, bochs-display and the nvme standing
+/// in: ids and class as on the host, every BAR assigned at the host's size and type (64 GiB),
+/// MSI-X with the host's table size, BAR0's first word read without a driver and equal to
+/// what the host read through VFIO (`conduit host peek`).
+#[test]
+fn gpu() {
+    assert_scenario_passes("gpu");
+}
+
 /// The guest reboots with `--on-reboot restart`: the rebuilt VM gets the reset nvme back and
 /// it works again.
 #[test]

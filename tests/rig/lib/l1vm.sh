@@ -67,6 +67,9 @@ current_stage() {
     esac
 }
 
+# stop_pid SIGNAL PID: how the watchdog stops L1 (hardware mode stops the script's session).
+stop_pid() { kill -"$1" "$2" 2>/dev/null; }
+
 # watchdog PID: kill L1 when a stage or the whole run takes too long.
 watchdog() {
     local pid=$1 start=$SECONDS since=$SECONDS seen=0 n why=
@@ -83,13 +86,13 @@ watchdog() {
             continue
         fi
         echo "$why" > "$RUN_DIR/timeout"
-        log "$why; stopping L1"
-        kill -TERM "$pid" 2>/dev/null
+        log "$why; stopping ${STOPPING:-L1}"
+        stop_pid TERM "$pid"
         for _ in 1 2 3 4 5 6 7 8 9 10; do
             kill -0 "$pid" 2>/dev/null || return
             sleep 0.5
         done
-        kill -KILL "$pid" 2>/dev/null
+        stop_pid KILL "$pid"
         return
     done
 }
@@ -137,9 +140,10 @@ verdict() {
     passed=$(count '^RIG-CHECK [^ ]* PASS')
     VERDICT_STAGE= VERDICT_REASON=
     because() { VERDICT_STAGE=$1 VERDICT_REASON=${timeout:-${fail:-$2}}; }
-    if [ "$(count '^RIG-STAGE l1-init')" = 0 ]; then
+    # Hardware mode has no L1: its set-up failures end the run before this.
+    if [ "$HW_MODE" != 1 ] && [ "$(count '^RIG-STAGE l1-init')" = 0 ]; then
         because 'L1 boot' "L1 never reached its init (L1 QEMU exit code $L1_RC)"
-    elif [ "$(count '^RIG-STAGE l1-up')" = 0 ]; then
+    elif [ "$HW_MODE" != 1 ] && [ "$(count '^RIG-STAGE l1-up')" = 0 ]; then
         because 'L1 boot' "L1 init did not finish (L1 QEMU exit code $L1_RC)"
     elif [ "$(count '^RIG-STAGE l1-script')" = 0 ]; then
         because 'scenario set-up' "L1 did not get to the scenario's l1.sh"

@@ -195,6 +195,14 @@ fn api() {
     assert_scenario_passes("api");
 }
 
+/// `p2p=on`: edu DMAs from guest RAM into ivshmem's 64 GiB BAR (IOVA = the BAR's guest
+/// address), the word lands (seen in L2 and in the backing file on L0) and vm.info lists the
+/// mapped range; without p2p the same DMA is refused by L1's IOMMU.
+#[test]
+fn vfio_p2p() {
+    assert_scenario_passes("vfio-p2p");
+}
+
 /// An L1 without kvm_amd must fail the run, naming the stage, never pass it.
 #[test]
 fn broken_l1_is_caught() {

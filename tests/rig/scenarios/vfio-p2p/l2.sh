@@ -2,20 +2,12 @@
 # i.e. to a guest-physical address in another passthrough device's BAR. With p2p=on the
 # IOMMU maps that address (IOVA = GPA) to the device's BAR and the pattern lands; without
 # it the IOMMU refuses the write and the word the CPU put there stays.
-find_pci() { # VENDOR:DEVICE -> sysfs dir
-    for d in /sys/bus/pci/devices/*; do
-        [ "$(cat "$d/vendor"):$(cat "$d/device")" = "$1" ] && { echo "$d"; return 0; }
-    done
-    return 1
-}
-bar() { sed -n "$(($2 + 1))p" "$1/resource" | cut -d' ' -f1; }
-
-edu=$(find_pci 0x1234:0x11e8) || rig_fail "no edu"
-ivshmem=$(find_pci 0x1af4:0x1110) || rig_fail "no ivshmem"
+edu=$(rig_find_pci 0x1234:0x11e8) || rig_fail "no edu"
+ivshmem=$(rig_find_pci 0x1af4:0x1110) || rig_fail "no ivshmem"
 echo 1 > "$edu/enable" 2>/dev/null
 echo 1 > "$ivshmem/enable" 2>/dev/null
-eb=$(bar "$edu" 0)
-ib=$(bar "$ivshmem" 2)
+eb=$(rig_bar "$edu" 0)
+ib=$(rig_bar "$ivshmem" 2)
 target=$(printf '0x%x' $((ib + RIG_OFFSET)))
 echo "vfio-p2p: ivshmem BAR2 at $ib, DMA target $target, p2p=$RIG_P2P"
 rig_expect edu-ident 0x010000ED "$(devmem "$eb" 32)"

@@ -157,9 +157,10 @@ impl DmaMapper for IommuDma {
             }
         };
         result.map_err(|e| match &self.backend {
-            Backend::Type1(_) => HookError(format!("VFIO_IOMMU_MAP_DMA (type1): {e}")),
+            Backend::Type1(_) => HookError(format!("VFIO_IOMMU_MAP_DMA (type1): {}", chain(&e))),
             Backend::Iommufd(_) => HookError(format!(
-                "IOMMU_IOAS_MAP (iommufd): {e}; iommufd cannot map device memory by its mmap (it pins pages, a BAR has none): use --iommu type1 for p2p=on"
+                "IOMMU_IOAS_MAP (iommufd): {}; iommufd cannot map device memory by its mmap (it pins pages, a BAR has none): use --iommu type1 for p2p=on",
+                chain(&e)
             )),
         })
     }
@@ -171,8 +172,23 @@ impl DmaMapper for IommuDma {
             Backend::Type1(c) => c.vfio_dma_unmap(iova, len),
             Backend::Iommufd(i) => i.vfio_dma_unmap(iova, len),
         }
-        .map_err(|e| HookError(e.to_string()))
+        .map_err(|e| HookError(chain(&e)))
     }
+}
+
+/// An error with the messages of its sources that it does not already show (vfio-ioctls'
+/// iommufd errors keep the errno in their source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Whether iommufd can serve `devices`: /dev/iommu exists and each device has a vfio cdev.
@@ -445,4 +461,30 @@ pub fn attach(
         pass.devices.push(dev);
     }
     Ok(Some(pass))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed iommufd ioctl")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("map: {0}")]
+    struct ShowsItsSource(#[source] std::io::Error);
+
+    #[test]
+    fn error_chains_show_each_message_once() {
+        let efault = || std::io::Error::from_raw_os_error(libc::EFAULT);
+        assert_eq!(
+            chain(&Outer(efault())),
+            "failed iommufd ioctl: Bad address (os error 14)"
+        );
+        assert_eq!(
+            chain(&ShowsItsSource(efault())),
+            "map: Bad address (os error 14)"
+        );
+    }
 }

@@ -17,20 +17,12 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
-
-usage() { sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+. "$REPO/benches/lib.sh"
 
 # table LOG: medians per set and VMM, and Conduit/QEMU ratios, from the log's
 # BENCH-START / BENCH-EXEC / l2-init / BENCH-RESULT lines.
 table() {
-    awk '
-    function median(list,    v, n, i, j, t) {
-        n = split(list, v, " ")
-        if (n == 0) return ""
-        for (i = 2; i <= n; i++)
-            for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    }
+    awk "$BENCH_AWK"'
     function add(key, name, value) { if (value != "" && value != "none") vals[key, name] = vals[key, name] " " value }
     function fmt(x, digits) { return x == "" ? "-" : sprintf("%." digits "f", x) }
     function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "-" : sprintf("%.2f", a / b) }
@@ -39,12 +31,7 @@ table() {
     /BENCH-EXEC pid=/ { exec_at[cur] = $1 }
     /RIG-STAGE l2-init/ { if ((cur in exec_at) && !(cur in l0)) l0[cur] = $1 - exec_at[cur] }
     /BENCH-RESULT(-AGAIN)? seq=/ {
-        s = substr($0, match($0, /BENCH-RESULT(-AGAIN)? seq=/))
-        n = split(s, f, " ")
-        delete r
-        for (i = 2; i <= n; i++) { k = f[i]; sub(/=.*/, "", k); v = f[i]; sub(/^[^=]*=/, "", v); r[k] = v }
-        if (r["seq"] in seen) next
-        seen[r["seq"]] = 1
+        if (!bench_result(r)) next
         key = r["set"] SUBSEP r["vmm"]
         if (!(r["set"] in set_seen)) { set_seen[r["set"]] = 1; sets[++nsets] = r["set"] }
         if (!(r["vmm"] in vmm_seen)) { vmm_seen[r["vmm"]] = 1; vmms[++nvmms] = r["vmm"] }
@@ -98,37 +85,12 @@ table() {
     }' "$1"
 }
 
-case ${1:-} in
-    --table) [ -n "${2:-}" ] || usage; table "$2"; exit ;;
-    -*) usage ;;
-esac
-N=${1:-3}
-[[ $N =~ ^[1-9][0-9]*$ ]] || usage
+# heading N LOG: what the table shows.
+heading() {
+    echo "boot benchmark, $(date -u +%Y-%m-%d), N=$1, sets: ${BENCH_SETS:-nodev:512M nvme:512M}; log: $2"
+    echo "start->init: L1 clock from the VMM's exec to L2 init's first line; (L0 wall): the same"
+    echo "from the rig log's L0 stamps; L2 uptime: the guest's own clock at init; VMM overhead:"
+    echo "resident memory minus resident guest RAM while L2 idles (medians)"
+}
 
-cd "$REPO" || exit 1
-if [ -n "${CONDUIT_BIN:-}" ]; then
-    conduit=$CONDUIT_BIN
-else
-    echo "bench: cargo build --release" >&2
-    # cargo names the executable it built (the target directory depends on
-    # .cargo/config.toml and CARGO_TARGET_DIR).
-    conduit=$(cargo build --release --bin conduit --message-format=json-render-diagnostics |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
-    [ -n "$conduit" ] || { echo "bench: cargo build --release failed" >&2; exit 1; }
-fi
-
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-BENCH_N=$N CONDUIT_BIN=$conduit tests/rig/run bench-boot 2>&1 | tee "$out" >&2
-rc=${PIPESTATUS[0]}
-log=$(sed -n 's/^rig: log: //p' "$out" | head -n1)
-[ -f "$log" ] || { echo "bench: the rig run named no log" >&2; exit 1; }
-
-echo
-echo "boot benchmark, $(date -u +%Y-%m-%d), N=$N, sets: ${BENCH_SETS:-nodev:512M nvme:512M}; log: $log"
-echo "start->init: L1 clock from the VMM's exec to L2 init's first line; (L0 wall): the same"
-echo "from the rig log's L0 stamps; L2 uptime: the guest's own clock at init; VMM overhead:"
-echo "resident memory minus resident guest RAM while L2 idles (medians)"
-table "$log" || rc=1
-[ "$rc" = 0 ] || echo "bench: the rig run did not pass (exit $rc): see the log" >&2
-exit "$rc"
+bench_main bench-boot 3 "$@"

@@ -85,7 +85,9 @@ fn vfio_nvme() {
 }
 
 /// As `vfio_nvme`, through iommufd and the VFIO cdev (`--iommu iommufd`) on the rig's
-/// self-built 6.12 L1 kernel (built on first use, ~20 min, cached outside the checkout).
+/// self-built 6.12 L1 kernel (built on first use, ~20 min, cached outside the checkout);
+/// `p2p=on` is refused through iommufd naming the device and BAR, and put behind type1 in
+/// auto mode.
 #[test]
 fn vfio_iommufd() {
     assert_scenario_passes("vfio-iommufd");
@@ -165,6 +167,22 @@ fn bad_input() {
 #[test]
 fn api() {
     assert_scenario_passes("api");
+}
+
+/// `p2p=on`: edu DMAs from guest RAM into ivshmem's 64 GiB BAR (IOVA = the BAR's guest
+/// address), the word lands (seen in L2 and in the backing file on L0) and vm.info lists the
+/// mapped range; without p2p the same DMA is refused by L1's IOMMU.
+#[test]
+fn vfio_p2p() {
+    assert_scenario_passes("vfio-p2p");
+}
+
+/// Expansion ROMs: edu's own ROM (VFIO's ROM region) and a `rom=FILE` on bochs-display read
+/// back in L2 through sysfs as made; `rom=off` hides edu's ROM (vm.info); bad `rom=` inputs
+/// exit 1 naming the file and the device.
+#[test]
+fn vfio_rom() {
+    assert_scenario_passes("vfio-rom");
 }
 
 /// An L1 without kvm_amd must fail the run, naming the stage, never pass it.

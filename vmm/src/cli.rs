@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, DeviceConfig, IommuMode, KernelConfig, OnReboot, SerialMode, VmConfig};
+use crate::config::{self, IommuMode, KernelConfig, OnReboot, SerialMode, VmConfig};
 use crate::event_loop::{self, Outcome};
 use crate::vm::{Vm, VmError};
 
@@ -100,7 +100,9 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = OnReboot::Exit)]
     on_reboot: OnReboot,
     /// Host PCI device to pass through (0000:00:02.0 or its sysfs path); repeat for more.
-    #[arg(long = "device", value_name = "ADDRESS")]
+    /// Options after commas: p2p=on DMA-maps its BARs in the IOMMU for peer-to-peer DMA from
+    /// the other devices; rom=PATH gives it that expansion ROM, rom=off hides its own.
+    #[arg(long = "device", value_name = "ADDRESS[,p2p=on][,rom=PATH|off]")]
     devices: Vec<String>,
     /// Pass through N devices ready for passthrough, by id or name: 10de:2335x4, h200x4
     /// (chosen on one NUMA node when possible, besides any --device).
@@ -115,7 +117,12 @@ impl RunArgs {
     /// Appends the devices `--gpus` selects on `root` to the `--device` list.
     fn add_gpus(&mut self, root: &crate::host::HostRoot) -> Result<(), crate::host::HostError> {
         if let Some(spec) = &self.gpus {
-            let found = crate::host::select_devices_besides(root, spec, &self.devices)?;
+            let taken: Vec<String> = self
+                .devices
+                .iter()
+                .map(|d| d.split(',').next().unwrap_or_default().to_string())
+                .collect();
+            let found = crate::host::select_devices_besides(root, spec, &taken)?;
             self.devices.extend(found);
         }
         Ok(())
@@ -128,6 +135,11 @@ impl RunArgs {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             return VmConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()));
         }
+        let devices = self
+            .devices
+            .iter()
+            .map(|d| config::parse_device_spec(d).map_err(|e| format!("--device {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         let config = VmConfig {
             kernel: self.kernel.map(|path| KernelConfig {
                 path,
@@ -141,13 +153,7 @@ impl RunArgs {
             serial: self.serial,
             on_reboot: self.on_reboot,
             iommu: self.iommu,
-            devices: self
-                .devices
-                .iter()
-                .map(|d| DeviceConfig {
-                    address: device_address(d),
-                })
-                .collect(),
+            devices,
         };
         // Flag names, not JSON field names, in the messages.
         config.validate().map_err(|e| {
@@ -163,16 +169,6 @@ impl RunArgs {
         })?;
         Ok(config)
     }
-}
-
-/// `--device` takes an address or its sysfs path: the address, canonical when it parses
-/// (left as given otherwise, for validation to name it).
-fn device_address(spec: &str) -> String {
-    let name = Path::new(spec)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(spec);
-    crate::host::sysfs::normalize_address(name).unwrap_or_else(|_| spec.to_string())
 }
 
 /// Maps how the VM stopped to the process exit status.
@@ -388,10 +384,59 @@ mod tests {
         }
         args.add_gpus(&h.root()).unwrap();
         assert_eq!(args.devices, ["0000:00:02.0", "0000:00:03.0"]);
+        // A --device with options still counts as taken.
+        args.devices = vec!["0000:00:02.0,p2p=on".into()];
+        args.gpus = Some("1b36:0010x1".into());
+        args.add_gpus(&h.root()).unwrap();
+        assert_eq!(args.devices, ["0000:00:02.0,p2p=on", "0000:00:03.0"]);
         args.gpus = Some("1b36:0010x2".into());
         let err = args.add_gpus(&h.root()).unwrap_err().to_string();
         assert!(err.contains("2 wanted, 0 ready"), "{err}");
         let bad = Cli::try_parse_from(["conduit", "run", "--kernel", "k", "--gpus"]);
         assert!(bad.is_err());
+    }
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["conduit", "run", "--kernel", "k"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(args) => args,
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn device_options_reach_the_config() {
+        let c = run_args(&[
+            "--device",
+            "00:07.0,p2p=on",
+            "--device",
+            "0000:00:06.0,rom=/tmp/edu.rom",
+            "--device",
+            "00:04.0,rom=off",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(c.devices[0].address, "0000:00:07.0");
+        assert!(c.devices[0].p2p && !c.devices[1].p2p);
+        assert_eq!(
+            c.devices[1].rom,
+            config::RomConfig::File("/tmp/edu.rom".into())
+        );
+        assert_eq!(c.devices[2].rom, config::RomConfig::Off);
+        let e = run_args(&["--device", "00:07.0,p2p=maybe"])
+            .into_config()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "--device 00:07.0,p2p=maybe: p2p=\"maybe\": use p2p=on or p2p=off"
+        );
+        let e = run_args(&["--device", "zz,p2p=on"])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            e.starts_with("--device: \"zz\" is not a PCI address"),
+            "{e}"
+        );
     }
 }

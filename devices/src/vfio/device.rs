@@ -20,7 +20,9 @@ use super::bars::{mappable_areas, BarError, BarMapping};
 use super::group::HostDevice;
 use super::intx::Intx;
 use super::irq::{VfioIrqSetter, VfioVectors, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX};
-use crate::vm_hooks::{IrqRouting, MemslotMapper};
+use super::p2p::{DmaRange, P2pDma, P2pError};
+use super::rom::{RomChoice, RomImage};
+use crate::vm_hooks::{DmaMapper, IrqRouting, MemslotMapper};
 
 const CONFIG_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 const ROM_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_ROM_REGION_INDEX;
@@ -71,9 +73,22 @@ pub enum VfioPciError {
         /// Which window.
         window: &'static str,
     },
+    /// No room for the expansion ROM of a `rom=` file.
+    #[error("{device}: no room for the expansion ROM ({size:#x} bytes for the {len}-byte ROM file) in the guest's 32-bit PCI window")]
+    NoRomSpace {
+        /// Device address.
+        device: String,
+        /// ROM BAR size.
+        size: u64,
+        /// File size.
+        len: u64,
+    },
     /// Mapping a BAR.
     #[error(transparent)]
     Bar(#[from] BarError),
+    /// DMA-mapping a BAR for peer-to-peer DMA.
+    #[error(transparent)]
+    P2p(#[from] P2pError),
     /// Eventfds for the vectors.
     #[error("{device}: cannot create MSI-X eventfds: {source}")]
     EventFd {
@@ -86,6 +101,16 @@ pub enum VfioPciError {
 
 /// Chooses the guest address of a BAR (kind, size, prefetchable) → address.
 pub type BarPlacer<'a> = dyn FnMut(BarKind, u64, bool) -> Option<u64> + 'a;
+
+/// The per-device choices of a passthrough device (`--device BDF,p2p=on,rom=PATH`).
+#[derive(Default)]
+pub struct DeviceOptions {
+    /// DMA-map the BARs' mmapped areas at their guest addresses with this mapper, for
+    /// peer-to-peer DMA from the other passthrough devices (`p2p=on`); none by default.
+    pub p2p: Option<Arc<dyn DmaMapper>>,
+    /// The expansion ROM the guest sees.
+    pub rom: RomChoice,
+}
 
 struct Msix {
     config: MsixConfig,
@@ -116,6 +141,10 @@ pub struct VfioPciDevice {
     routing: Arc<dyn IrqRouting>,
     mappings: Vec<BarMapping>,
     mapper: Arc<dyn MemslotMapper>,
+    /// IOMMU mappings of the BARs (`p2p=on`).
+    p2p: Option<P2pDma>,
+    /// The ROM image from a file, if the guest reads that instead of the device's ROM.
+    rom_image: Option<RomImage>,
     shut_down: bool,
 }
 
@@ -126,13 +155,14 @@ fn read_u32(cfg: &[u8], at: usize) -> u32 {
 
 impl VfioPciDevice {
     /// Resets the device, reads its config space, places its BARs with `place`, maps them
-    /// and prepares MSI-X.
+    /// (in the IOMMU too with `p2p`), sets up its ROM and prepares MSI-X.
     pub fn new(
         host: &HostDevice,
         vfio: Arc<VfioDevice>,
         routing: Arc<dyn IrqRouting>,
         mapper: Arc<dyn MemslotMapper>,
         place: &mut BarPlacer<'_>,
+        options: DeviceOptions,
     ) -> Result<Self, VfioPciError> {
         let name = host.address.clone();
         let cfg_err = |reason: String| VfioPciError::Config {
@@ -196,14 +226,34 @@ impl VfioPciDevice {
             region_offsets.insert(index, vfio.get_region_offset(u32::from(index)));
             bar_specs.push((index, info.kind, size, addr));
         }
-        let rom_size = vfio.get_region_size(ROM_REGION);
-        if rom_size > 0 {
-            let size = rom_size.next_power_of_two().max(2048);
-            if let Some(addr) = place(BarKind::Mem32, size, false) {
+        let mut rom_image = None;
+        match options.rom {
+            RomChoice::Device => {
+                let rom_size = vfio.get_region_size(ROM_REGION);
+                if rom_size > 0 {
+                    let size = rom_size.next_power_of_two().max(2048);
+                    match place(BarKind::Mem32, size, false) {
+                        Some(addr) => shadow
+                            .add_rom(size, addr)
+                            .map_err(|e| cfg_err(format!("ROM: {e}")))?,
+                        None => log::warn!(
+                            "{name}: no room for its {size:#x}-byte expansion ROM in the guest's 32-bit PCI window: the guest sees none"
+                        ),
+                    }
+                }
+            }
+            RomChoice::Hidden => {}
+            RomChoice::Image(image) => {
+                let size = image.bar_size();
+                let addr = place(BarKind::Mem32, size, false).ok_or(VfioPciError::NoRomSpace {
+                    device: name.clone(),
+                    size,
+                    len: image.len(),
+                })?;
                 shadow
                     .add_rom(size, addr)
                     .map_err(|e| cfg_err(format!("ROM: {e}")))?;
-                region_offsets.insert(pci::ROM_BAR_INDEX, vfio.get_region_offset(ROM_REGION));
+                rom_image = Some(image);
             }
         }
 
@@ -288,51 +338,16 @@ impl VfioPciDevice {
             None => None,
         };
 
-        // mmap every mappable BAR area, leaving the MSI-X pages to trap.
-        let mut mappings = Vec::new();
-        for (index, kind, _size, addr) in bar_specs {
-            let flags = vfio.get_region_flags(u32::from(index));
-            if kind == BarKind::Io || flags & REGION_FLAG_MMAP == 0 {
-                continue;
-            }
-            let sparse: Option<Vec<Range<u64>>> = vfio
-                .get_region_caps(u32::from(index))
-                .iter()
-                .find_map(|c| match c {
-                    VfioRegionInfoCap::SparseMmap(s) => Some(
-                        s.areas
-                            .iter()
-                            .map(|a| a.offset..a.offset + a.size)
-                            .collect(),
-                    ),
-                    _ => None,
-                });
-            let mut traps = Vec::new();
-            if let Some(m) = &msix {
-                let l = m.config.layout();
-                if l.table_bir == index {
-                    traps.push(l.table_range());
-                }
-                if l.pba_bir == index {
-                    traps.push(l.pba_range());
-                }
-            }
-            let region_size = vfio.get_region_size(u32::from(index));
-            let areas = mappable_areas(region_size, sparse.as_deref(), &traps, PAGE_SIZE);
-            if areas.is_empty() {
-                continue;
-            }
-            use std::os::fd::AsRawFd;
-            let mut m = BarMapping::mmap(
-                &name,
-                vfio.as_raw_fd(),
-                index,
-                region_offsets[&index],
-                &areas,
-            )?;
-            m.install(&name, addr, &mapper)?;
-            mappings.push(m);
-        }
+        let mut p2p = options.p2p.map(|m| P2pDma::new(&name, m));
+        let mappings = map_bars(
+            &name,
+            &vfio,
+            &bar_specs,
+            &region_offsets,
+            msix.as_ref().map(|m| m.config.layout()),
+            &mapper,
+            p2p.as_mut(),
+        )?;
 
         Ok(Self {
             name,
@@ -346,8 +361,20 @@ impl VfioPciDevice {
             routing,
             mappings,
             mapper,
+            p2p,
+            rom_image,
             shut_down: false,
         })
+    }
+
+    /// Whether the BARs are DMA-mapped for peer-to-peer DMA (`p2p=on`).
+    pub fn p2p(&self) -> bool {
+        self.p2p.is_some()
+    }
+
+    /// The IOVA ranges DMA-mapped for peer-to-peer DMA now (empty without `p2p=on`).
+    pub fn p2p_ranges(&self) -> Vec<DmaRange> {
+        self.p2p.as_ref().map(P2pDma::ranges).unwrap_or_default()
     }
 
     /// Host address of the device (for errors and `vm.info`).
@@ -423,6 +450,11 @@ impl VfioPciDevice {
                 if let Err(e) = m.install(&self.name, mv.new_addr, &self.mapper) {
                     log::warn!("{e}");
                 }
+            }
+        }
+        if let Some(p2p) = &mut self.p2p {
+            for e in p2p.follow(&outcome.bar_moves) {
+                log::warn!("{e}");
             }
         }
     }
@@ -534,6 +566,12 @@ impl PciDevice for VfioPciDevice {
                 return;
             }
         }
+        if bar == pci::ROM_BAR_INDEX {
+            if let Some(image) = &self.rom_image {
+                image.read(offset, data);
+                return;
+            }
+        }
         self.vfio.region_read(self.region_of(bar), data, offset);
     }
 
@@ -561,8 +599,8 @@ impl PciDevice for VfioPciDevice {
 }
 
 impl VfioPciDevice {
-    /// Quiesces the device for teardown: interrupts disarmed, BAR memslots removed and
-    /// unmapped, device reset. Idempotent; also done on drop.
+    /// Quiesces the device for teardown: interrupts disarmed, BARs unmapped from the IOMMU
+    /// (p2p), BAR memslots removed and unmapped, device reset. Idempotent; also done on drop.
     pub fn shutdown(&mut self) {
         if self.shut_down {
             return;
@@ -577,6 +615,9 @@ impl VfioPciDevice {
         if let Some(intx) = &mut self.intx {
             intx.disable();
         }
+        if let Some(p2p) = &mut self.p2p {
+            p2p.unmap_all();
+        }
         for m in &mut self.mappings {
             m.remove(&self.mapper);
         }
@@ -588,5 +629,81 @@ impl VfioPciDevice {
 impl Drop for VfioPciDevice {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// mmaps every mappable area of the memory BARs in `specs` (index, kind, size, guest
+/// address), leaving the MSI-X table and PBA pages to trap, installs them as memslots and,
+/// with `p2p`, maps them in the IOMMU. On error nothing stays installed or mapped.
+fn map_bars(
+    name: &str,
+    vfio: &VfioDevice,
+    specs: &[(u8, BarKind, u64, u64)],
+    region_offsets: &BTreeMap<u8, u64>,
+    msix: Option<&MsixLayout>,
+    mapper: &Arc<dyn MemslotMapper>,
+    mut p2p: Option<&mut P2pDma>,
+) -> Result<Vec<BarMapping>, VfioPciError> {
+    let mut mappings: Vec<BarMapping> = Vec::new();
+    let result = (|| {
+        for &(index, kind, _size, addr) in specs {
+            let flags = vfio.get_region_flags(u32::from(index));
+            if kind == BarKind::Io || flags & REGION_FLAG_MMAP == 0 {
+                continue;
+            }
+            let sparse: Option<Vec<Range<u64>>> = vfio
+                .get_region_caps(u32::from(index))
+                .iter()
+                .find_map(|c| match c {
+                    VfioRegionInfoCap::SparseMmap(s) => Some(
+                        s.areas
+                            .iter()
+                            .map(|a| a.offset..a.offset + a.size)
+                            .collect(),
+                    ),
+                    _ => None,
+                });
+            let mut traps = Vec::new();
+            if let Some(l) = msix {
+                if l.table_bir == index {
+                    traps.push(l.table_range());
+                }
+                if l.pba_bir == index {
+                    traps.push(l.pba_range());
+                }
+            }
+            let region_size = vfio.get_region_size(u32::from(index));
+            let areas = mappable_areas(region_size, sparse.as_deref(), &traps, PAGE_SIZE);
+            if areas.is_empty() {
+                continue;
+            }
+            use std::os::fd::AsRawFd;
+            let mut m = BarMapping::mmap(
+                name,
+                vfio.as_raw_fd(),
+                index,
+                region_offsets[&index],
+                &areas,
+            )?;
+            m.install(name, addr, mapper)?;
+            mappings.push(m);
+            let m = &mappings[mappings.len() - 1];
+            if let Some(p2p) = p2p.as_deref_mut() {
+                p2p.map_bar(index, addr, m.dma_areas())?;
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(mappings),
+        Err(e) => {
+            if let Some(p2p) = p2p {
+                p2p.unmap_all();
+            }
+            for m in &mut mappings {
+                m.remove(mapper);
+            }
+            Err(e)
+        }
     }
 }

@@ -40,6 +40,23 @@ rig_wait_for() {
     done
 }
 
+# rig_find_pci VENDOR:DEVICE (0x1af4:0x1110): the sysfs directory of the first such PCI
+# function; fails when there is none.
+rig_find_pci() {
+    for _d in /sys/bus/pci/devices/*; do
+        [ "$(cat "$_d/vendor"):$(cat "$_d/device")" = "$1" ] && { echo "$_d"; return 0; }
+    done
+    return 1
+}
+
+# rig_bar DEVDIR N: the start address of resource N (BAR N; 6 is the ROM) from sysfs.
+# rig_bar_size DEVDIR N: its size in bytes.
+rig_bar() { sed -n "$(($2 + 1))p" "$1/resource" | cut -d' ' -f1; }
+rig_bar_size() {
+    _line=$(sed -n "$(($2 + 1))p" "$1/resource")
+    echo $(( $(echo "$_line" | cut -d' ' -f2) - $(echo "$_line" | cut -d' ' -f1) + 1 ))
+}
+
 # rig_pattern LETTER SECTOR: the 512-byte content of SECTOR in pattern LETTER
 # (the disk images carry pattern A on nvme and C on nvme2 in their first MiB).
 rig_pattern() {

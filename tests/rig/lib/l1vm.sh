@@ -8,7 +8,9 @@
 #   L2 boot          ... RIG-STAGE l2-init
 #   assertion        ... RIG-RESULT l2 PASS, RIG-RESULT l1 PASS, post.sh checks
 
-# PCI slot of each emulated device on L1's root bus (one IOMMU group each).
+# PCI slot of each emulated device on L1's root bus (one IOMMU group each). edu DMAs to
+# any 64-bit address (its default mask is 28 bits: no BAR is that low) and has an
+# expansion ROM (EDU_ROM, made by lib/mkrom), the only L1 device with one.
 declare -A DEV_SLOT=([nvme]=02 [nvme2]=03 [e1000e]=04 [bochs]=05 [edu]=06 [ivshmem]=07)
 declare -A DEV_VAR=([nvme]=NVME_BDF [nvme2]=NVME2_BDF [e1000e]=E1000E_BDF
     [bochs]=BOCHS_BDF [edu]=EDU_BDF [ivshmem]=IVSHMEM_BDF)
@@ -32,7 +34,7 @@ l1_command() {
         -netdev user,id=net0,restrict=on
         -device "e1000e,netdev=net0,romfile=,addr=${DEV_SLOT[e1000e]}.0"
         -device "bochs-display,addr=${DEV_SLOT[bochs]}.0"
-        -device "edu,addr=${DEV_SLOT[edu]}.0"
+        -device "edu,addr=${DEV_SLOT[edu]}.0,dma_mask=0xffffffffffffffff,romfile=$EDU_ROM"
         -object "memory-backend-file,id=shm0,size=$IVSHMEM_SIZE,mem-path=$IVSHMEM_FILE,share=on,prealloc=off"
         -device "ivshmem-plain,memdev=shm0,addr=${DEV_SLOT[ivshmem]}.0"
         -fsdev local,id=root,path=/,security_model=none,readonly=on,multidevs=remap

@@ -67,6 +67,16 @@ pub(crate) fn fake_info(config: VmConfig, state: VmState) -> VmInfo {
                     size: 1 << 24,
                 }],
                 msix_vectors_armed: vec![0, 1],
+                p2p: d.p2p,
+                p2p_dma: if d.p2p {
+                    vec![crate::vm::DmaRangeInfo {
+                        bar: 0,
+                        iova: 0x80_0000_0000,
+                        size: 1 << 24,
+                    }]
+                } else {
+                    Vec::new()
+                },
             })
             .collect(),
         boot: Some(crate::vm::BootInfo {

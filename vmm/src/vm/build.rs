@@ -216,9 +216,8 @@ pub(super) fn build(kvm: &Kvm, config: &VmConfig) -> Result<BuiltVm, VmError> {
     let routing: Arc<dyn IrqRouting> = Arc::new(GsiRouting::new(vm.clone()));
     let mut bar_allocator = BarAllocator::new(&layout)
         .ok_or_else(|| VmError::Config("invalid PCI windows in the memory layout".into()))?;
-    let specs: Vec<String> = config.devices.iter().map(|d| d.address.clone()).collect();
     let passthrough = passthrough::attach(
-        &specs,
+        &config.devices,
         AttachContext {
             vm: &vm,
             memory: &mem,

@@ -44,7 +44,8 @@ use crate::event_loop::{self, HostControl, Outcome};
 use crate::{kvm_host, memory, passthrough, pci_host, platform, regs};
 
 pub use info::{
-    BarInfo, BootInfo, DeviceInfo, MemoryInfo, RamRegion, StopInfo, VcpuInfo, VmInfo, VmState,
+    BarInfo, BootInfo, DeviceInfo, DmaRangeInfo, MemoryInfo, RamRegion, StopInfo, VcpuInfo, VmInfo,
+    VmState,
 };
 
 /// Guest-physical address where a payload is loaded (CS=0, IP=0x1000).
@@ -486,6 +487,16 @@ fn device_info(d: &build::AttachedDevice) -> Option<DeviceInfo> {
             })
             .collect(),
         msix_vectors_armed: dev.armed_vectors(),
+        p2p: dev.p2p(),
+        p2p_dma: dev
+            .p2p_ranges()
+            .into_iter()
+            .map(|r| DmaRangeInfo {
+                bar: r.bar,
+                iova: r.iova,
+                size: r.size,
+            })
+            .collect(),
     })
 }
 

@@ -450,11 +450,21 @@ fn write_interrupt_cap(
 }
 
 fn overlaps(offset: u16, len: usize, r: &Range<u16>) -> bool {
-    offset < r.end && offset + len as u16 > r.start
+    offset < r.end && usize::from(offset) + len > usize::from(r.start)
+}
+
+/// The access stays inside the 4 KiB config space (the config bus never sends one that
+/// does not, but the offset type allows it).
+fn in_config_space(offset: u16, len: usize) -> bool {
+    usize::from(offset) + len <= pci::CONFIG_SPACE_SIZE
 }
 
 impl PciDevice for VfioPciDevice {
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
+        if !in_config_space(offset, data.len()) {
+            data.fill(0xff);
+            return;
+        }
         if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
             self.shadow.read(offset, data);
             return;
@@ -475,6 +485,9 @@ impl PciDevice for VfioPciDevice {
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> ConfigWriteOutcome {
+        if !in_config_space(offset, data.len()) {
+            return ConfigWriteOutcome::default();
+        }
         if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
             let outcome = self.shadow.write(offset, data);
             self.move_bars(&outcome);
@@ -710,6 +723,26 @@ mod tests {
             fake.refused_irq_calls()
         );
         assert!(kvm.misuse().is_empty(), "{:?}", kvm.misuse());
+    }
+
+    /// Found by fuzz target config_space: a read at 0xfffe overflowed the byte offsets
+    /// (`offset + i as u16`) and panicked.
+    #[test]
+    fn accesses_past_the_config_space_read_all_ones_and_write_nothing() {
+        let (mut d, fake, _kvm) = h200();
+        let before = fake.config();
+        for offset in [0xfff, 0xffe, 0x1000, 0xfffe, 0xffff] {
+            let mut b = [0u8; 4];
+            d.read_config(offset, &mut b);
+            assert_eq!(b, [0xff; 4], "read at {offset:#x}");
+            let out = d.write_config(offset, &[0; 4]);
+            assert!(out.bar_moves.is_empty());
+        }
+        // The last dword and byte are still in range.
+        let mut b = [0u8; 4];
+        d.read_config(0xffc, &mut b);
+        assert_eq!(b, before[0xffc..].as_ref());
+        assert_eq!(fake.config(), before);
     }
 
     #[test]

@@ -171,6 +171,25 @@ impl RunArgs {
     }
 }
 
+/// The VmConfig that `conduit run ARGS` describes (`args`: what follows `run`), validated,
+/// with the messages `run` prints; `--gpus` is left unresolved (that needs the host) and
+/// `--config FILE` is read. For tests and the fuzz targets.
+pub fn run_config<I, T>(args: I) -> Result<VmConfig, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    let argv = ["conduit", "run"]
+        .into_iter()
+        .map(std::ffi::OsString::from)
+        .chain(args.into_iter().map(Into::into));
+    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Run(args) => args.into_config(),
+        _ => Err("not a run command".into()),
+    }
+}
+
 /// Maps how the VM stopped to the process exit status.
 pub fn exit_status(outcome: &Outcome) -> u8 {
     match outcome {
@@ -437,6 +456,35 @@ mod tests {
         assert!(
             e.starts_with("--device: \"zz\" is not a PCI address"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn run_flags_become_a_config_with_flag_names_in_errors() {
+        let c = run_config([
+            "--kernel",
+            "/k",
+            "--memory",
+            "1G",
+            "--device",
+            "/sys/bus/pci/devices/0000:41:00.0",
+            "--device",
+            "42:00.0",
+        ])
+        .unwrap();
+        assert_eq!(c.memory_bytes, 1 << 30);
+        let addrs: Vec<&str> = c.devices.iter().map(|d| d.address.as_str()).collect();
+        assert_eq!(addrs, ["0000:41:00.0", "0000:42:00.0"]);
+        let err = run_config(["--kernel", "/k", "--device", "gpu0"]).unwrap_err();
+        assert!(
+            err.starts_with("--device: \"gpu0\" is not a PCI address"),
+            "{err}"
+        );
+        let err = run_config(["--kernel", "/k", "--cpus", "0"]).unwrap_err();
+        assert!(err.starts_with("--cpus: must be 1..=254"), "{err}");
+        assert!(
+            run_config(["--memory", "1G"]).is_err(),
+            "--kernel is required"
         );
     }
 }

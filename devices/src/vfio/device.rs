@@ -14,12 +14,13 @@ use pci::{
     BarKind, BarRegion, BarSpec, ConfigSpace, ConfigWriteOutcome, MsiConfig, MsiLayout, MsixConfig,
     MsixLayout, PciDevice, PciHeader,
 };
-use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
+use vfio_ioctls::VfioDevice;
 
 use super::bars::{mappable_areas, BarError, BarMapping};
+use super::device_io::VfioDeviceIo;
 use super::group::HostDevice;
 use super::intx::Intx;
-use super::irq::{VfioIrqSetter, VfioVectors, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX};
+use super::irq::{VfioVectors, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX};
 use super::p2p::{DmaRange, P2pDma, P2pError};
 use super::rom::{RomChoice, RomImage};
 use crate::vm_hooks::{DmaMapper, IrqRouting, MemslotMapper};
@@ -129,7 +130,7 @@ struct Msi {
 /// A passthrough PCI function.
 pub struct VfioPciDevice {
     name: String,
-    vfio: Arc<VfioDevice>,
+    vfio: Box<dyn VfioDeviceIo>,
     shadow: ConfigSpace,
     /// Byte overrides of the device's config space (capability links, hidden entries).
     overrides: BTreeMap<u16, u8>,
@@ -164,13 +165,32 @@ impl VfioPciDevice {
         place: &mut BarPlacer<'_>,
         options: DeviceOptions,
     ) -> Result<Self, VfioPciError> {
-        let name = host.address.clone();
+        Self::with_io(
+            host.address.clone(),
+            Box::new(vfio),
+            routing,
+            mapper,
+            place,
+            options,
+        )
+    }
+
+    /// As [`Self::new`] over any [`VfioDeviceIo`] (tests and fuzzing use an in-memory
+    /// device); `name` is the device address used in errors.
+    pub fn with_io(
+        name: String,
+        vfio: Box<dyn VfioDeviceIo>,
+        routing: Arc<dyn IrqRouting>,
+        mapper: Arc<dyn MemslotMapper>,
+        place: &mut BarPlacer<'_>,
+        options: DeviceOptions,
+    ) -> Result<Self, VfioPciError> {
         let cfg_err = |reason: String| VfioPciError::Config {
             device: name.clone(),
             reason,
         };
         vfio.reset();
-        let cfg_size = vfio.get_region_size(CONFIG_REGION).min(4096) as usize;
+        let cfg_size = vfio.region_size(CONFIG_REGION).min(4096) as usize;
         if cfg_size < 64 {
             return Err(cfg_err(format!("config region is only {cfg_size} bytes")));
         }
@@ -195,7 +215,7 @@ impl VfioPciDevice {
         let mut region_offsets = BTreeMap::new();
         let mut bar_specs = Vec::new();
         for (index, info) in pci::decode_bars(&raw) {
-            let size = vfio.get_region_size(u32::from(index));
+            let size = vfio.region_size(u32::from(index));
             if size == 0 {
                 continue;
             }
@@ -223,13 +243,13 @@ impl VfioPciDevice {
                     },
                 )
                 .map_err(|e| cfg_err(format!("BAR{index}: {e}")))?;
-            region_offsets.insert(index, vfio.get_region_offset(u32::from(index)));
+            region_offsets.insert(index, vfio.region_offset(u32::from(index)));
             bar_specs.push((index, info.kind, size, addr));
         }
         let mut rom_image = None;
         match options.rom {
             RomChoice::Device => {
-                let rom_size = vfio.get_region_size(ROM_REGION);
+                let rom_size = vfio.region_size(ROM_REGION);
                 if rom_size > 0 {
                     let size = rom_size.next_power_of_two().max(2048);
                     match place(BarKind::Mem32, size, false) {
@@ -261,9 +281,7 @@ impl VfioPciDevice {
         // extended capabilities nulled.
         let mut overrides = BTreeMap::new();
         let intx_pin = raw[usize::from(INTERRUPT_PIN)];
-        let has_intx = vfio
-            .get_irq_info(INTX_IRQ_INDEX)
-            .is_some_and(|i| i.count > 0);
+        let has_intx = vfio.irq_info(INTX_IRQ_INDEX).is_some_and(|i| i.count > 0);
         let intx_pin = if has_intx && (1..=4).contains(&intx_pin) {
             intx_pin
         } else {
@@ -286,14 +304,14 @@ impl VfioPciDevice {
                 let config = MsixConfig::new(u16::from(off), layout)
                     .map_err(|e| cfg_err(format!("MSI-X capability: {e}")))?;
                 let resizable = vfio
-                    .get_irq_info(MSIX_IRQ_INDEX)
+                    .irq_info(MSIX_IRQ_INDEX)
                     .is_some_and(|i| i.flags & IRQ_INFO_NORESIZE == 0);
                 let vectors = VfioVectors::new(
                     MSIX_IRQ_INDEX,
                     &name,
                     layout.table_size,
                     routing.clone(),
-                    Box::new(VfioIrqSetter(vfio.clone())),
+                    vfio.irq_setter(),
                     resizable,
                 )
                 .map_err(|source| VfioPciError::EventFd {
@@ -321,7 +339,7 @@ impl VfioPciDevice {
                     &name,
                     u16::from(layout.vectors),
                     routing.clone(),
-                    Box::new(VfioIrqSetter(vfio.clone())),
+                    vfio.irq_setter(),
                     false,
                 )
                 .map_err(|source| VfioPciError::EventFd {
@@ -341,7 +359,7 @@ impl VfioPciDevice {
         let mut p2p = options.p2p.map(|m| P2pDma::new(&name, m));
         let mappings = map_bars(
             &name,
-            &vfio,
+            vfio.as_ref(),
             &bar_specs,
             &region_offsets,
             msix.as_ref().map(|m| m.config.layout()),
@@ -413,7 +431,7 @@ impl VfioPciDevice {
             &self.name,
             gsi,
             self.routing.clone(),
-            Box::new(VfioIrqSetter(self.vfio.clone())),
+            self.vfio.irq_setter(),
         )
         .map_err(|source| VfioPciError::EventFd {
             device: self.name.clone(),
@@ -489,11 +507,21 @@ fn write_interrupt_cap(
 }
 
 fn overlaps(offset: u16, len: usize, r: &Range<u16>) -> bool {
-    offset < r.end && offset + len as u16 > r.start
+    offset < r.end && usize::from(offset) + len > usize::from(r.start)
+}
+
+/// The access stays inside the 4 KiB config space (the config bus never sends one that
+/// does not, but the offset type allows it).
+fn in_config_space(offset: u16, len: usize) -> bool {
+    usize::from(offset) + len <= pci::CONFIG_SPACE_SIZE
 }
 
 impl PciDevice for VfioPciDevice {
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
+        if !in_config_space(offset, data.len()) {
+            data.fill(0xff);
+            return;
+        }
         if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
             self.shadow.read(offset, data);
             return;
@@ -514,6 +542,9 @@ impl PciDevice for VfioPciDevice {
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> ConfigWriteOutcome {
+        if !in_config_space(offset, data.len()) {
+            return ConfigWriteOutcome::default();
+        }
         if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
             let outcome = self.shadow.write(offset, data);
             self.move_bars(&outcome);
@@ -637,7 +668,7 @@ impl Drop for VfioPciDevice {
 /// with `p2p`, maps them in the IOMMU. On error nothing stays installed or mapped.
 fn map_bars(
     name: &str,
-    vfio: &VfioDevice,
+    vfio: &dyn VfioDeviceIo,
     specs: &[(u8, BarKind, u64, u64)],
     region_offsets: &BTreeMap<u8, u64>,
     msix: Option<&MsixLayout>,
@@ -647,22 +678,11 @@ fn map_bars(
     let mut mappings: Vec<BarMapping> = Vec::new();
     let result = (|| {
         for &(index, kind, _size, addr) in specs {
-            let flags = vfio.get_region_flags(u32::from(index));
+            let flags = vfio.region_flags(u32::from(index));
             if kind == BarKind::Io || flags & REGION_FLAG_MMAP == 0 {
                 continue;
             }
-            let sparse: Option<Vec<Range<u64>>> = vfio
-                .get_region_caps(u32::from(index))
-                .iter()
-                .find_map(|c| match c {
-                    VfioRegionInfoCap::SparseMmap(s) => Some(
-                        s.areas
-                            .iter()
-                            .map(|a| a.offset..a.offset + a.size)
-                            .collect(),
-                    ),
-                    _ => None,
-                });
+            let sparse = vfio.region_sparse_areas(u32::from(index));
             let mut traps = Vec::new();
             if let Some(l) = msix {
                 if l.table_bir == index {
@@ -672,19 +692,13 @@ fn map_bars(
                     traps.push(l.pba_range());
                 }
             }
-            let region_size = vfio.get_region_size(u32::from(index));
+            let region_size = vfio.region_size(u32::from(index));
             let areas = mappable_areas(region_size, sparse.as_deref(), &traps, PAGE_SIZE);
             if areas.is_empty() {
                 continue;
             }
-            use std::os::fd::AsRawFd;
-            let mut m = BarMapping::mmap(
-                name,
-                vfio.as_raw_fd(),
-                index,
-                region_offsets[&index],
-                &areas,
-            )?;
+            let mut m =
+                BarMapping::mmap(name, vfio.mmap_fd(), index, region_offsets[&index], &areas)?;
             m.install(name, addr, mapper)?;
             mappings.push(m);
             let m = &mappings[mappings.len() - 1];
@@ -705,5 +719,180 @@ fn map_bars(
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfio::fake::{bar_placer, FakeKvm, FakeVfioDevice, KvmState};
+    use pci::msix::{MSIX_CONTROL_ENABLE, MSIX_CONTROL_FUNCTION_MASK};
+
+    const MSIX_CAP: u16 = 0xb0;
+    const MSI_CAP: u16 = 0x48;
+    const TABLE: u64 = 0xb9_0000;
+    const PBA: u64 = 0xba_0000;
+
+    fn h200() -> (VfioPciDevice, FakeVfioDevice, Arc<FakeKvm>) {
+        let fake = FakeVfioDevice::h200().unwrap_or_else(|e| {
+            panic!(
+                "H200 fixture in {}: {e}",
+                crate::vfio::fake::h200_fixture_dir().display()
+            )
+        });
+        let kvm = Arc::new(FakeKvm::new());
+        let mut place = bar_placer();
+        let dev = VfioPciDevice::with_io(
+            "0000:41:00.0".into(),
+            Box::new(fake.clone()),
+            kvm.clone(),
+            kvm.clone(),
+            &mut place,
+            DeviceOptions::default(),
+        )
+        .unwrap();
+        (dev, fake, kvm)
+    }
+
+    fn read32(d: &mut VfioPciDevice, offset: u16) -> u32 {
+        let mut b = [0u8; 4];
+        d.read_config(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn write32(d: &mut VfioPciDevice, offset: u16, v: u32) -> ConfigWriteOutcome {
+        d.write_config(offset, &v.to_le_bytes())
+    }
+
+    fn table_write(d: &mut VfioPciDevice, offset: u64, v: u32) {
+        d.bar_write(0, TABLE + offset, &v.to_le_bytes());
+    }
+
+    fn table_read(d: &mut VfioPciDevice, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        d.bar_read(0, TABLE + offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn h200_bars_are_shadowed_and_size_like_the_device() {
+        let (mut d, fake, _kvm) = h200();
+        assert_eq!(fake.resets(), 1, "reset before reading config");
+        let bars: Vec<(u8, BarKind, u64)> =
+            d.bars().iter().map(|b| (b.index, b.kind, b.size)).collect();
+        assert_eq!(
+            bars,
+            [
+                (0, BarKind::Mem64, 16 << 20),
+                (2, BarKind::Mem64, 256 << 30),
+                (4, BarKind::Mem64, 32 << 20)
+            ]
+        );
+        for b in d.bars() {
+            assert_eq!(b.addr % b.size, 0, "BAR{} aligned", b.index);
+            let reg = 0x10 + 4 * u16::from(b.index);
+            // Sizing: all-ones to both halves reads back the size mask and the type bits.
+            write32(&mut d, reg, u32::MAX);
+            write32(&mut d, reg + 4, u32::MAX);
+            let mask = u64::from(read32(&mut d, reg + 4)) << 32 | u64::from(read32(&mut d, reg));
+            assert_eq!(mask & !0xf, !(b.size - 1), "BAR{}", b.index);
+            assert_eq!(mask & 0xf, 0xc, "64-bit prefetchable");
+        }
+        // The device's own BAR registers were never written.
+        assert_eq!(
+            fake.config()[0x10..0x28],
+            FakeVfioDevice::h200().unwrap().config()[0x10..0x28]
+        );
+        // Identity comes from the device; INTx is hidden until attached.
+        assert_eq!(read32(&mut d, 0), 0x2335_10de);
+        let mut pin = [0u8];
+        d.read_config(INTERRUPT_PIN, &mut pin);
+        assert_eq!(pin, [0]);
+    }
+
+    #[test]
+    fn h200_msix_through_the_trapped_table() {
+        let (mut d, fake, kvm) = h200();
+        // Control word: 9 vectors, disabled (the capture had it enabled by its guest).
+        assert_eq!(read32(&mut d, MSIX_CAP) >> 16, 8);
+        write32(&mut d, MSIX_CAP, u32::from(MSIX_CONTROL_ENABLE) << 16);
+        assert_eq!(fake.irq_mode(), (Some(MSIX_IRQ_INDEX), 1));
+        assert!(d.armed_vectors().is_empty());
+        // Vector 3: address, data, unmask.
+        table_write(&mut d, 3 * 16, 0xfee0_1000);
+        table_write(&mut d, 3 * 16 + 8, 0x4023);
+        assert_eq!(table_read(&mut d, 3 * 16 + 12), 1, "starts masked");
+        table_write(&mut d, 3 * 16 + 12, 0);
+        assert_eq!(d.armed_vectors(), [3]);
+        assert_eq!(fake.irq_mode(), (Some(MSIX_IRQ_INDEX), 4));
+        assert_eq!(table_read(&mut d, 3 * 16), 0xfee0_1000);
+        let mut pba = [0u8; 8];
+        d.bar_read(0, PBA, &mut pba);
+        assert_eq!(pba, [0; 8]);
+        assert_eq!(kvm.state().irqfds.len(), 1);
+        // Function mask drops the irqfd; VFIO keeps the trigger, so an interrupt while
+        // masked waits in the eventfd and is injected when the irqfd returns.
+        write32(
+            &mut d,
+            MSIX_CAP,
+            u32::from(MSIX_CONTROL_ENABLE | MSIX_CONTROL_FUNCTION_MASK) << 16,
+        );
+        assert!(kvm.state().irqfds.is_empty());
+        assert_eq!(d.armed_vectors(), [3]);
+        write32(&mut d, MSIX_CAP, u32::from(MSIX_CONTROL_ENABLE) << 16);
+        assert_eq!(kvm.state().irqfds.len(), 1);
+        write32(&mut d, MSIX_CAP, 0);
+        assert_eq!(fake.irq_mode(), (None, 0));
+        assert!(
+            fake.refused_irq_calls().is_empty(),
+            "{:?}",
+            fake.refused_irq_calls()
+        );
+        assert!(kvm.misuse().is_empty(), "{:?}", kvm.misuse());
+    }
+
+    /// Found by fuzz target config_space: a read at 0xfffe overflowed the byte offsets
+    /// (`offset + i as u16`) and panicked.
+    #[test]
+    fn accesses_past_the_config_space_read_all_ones_and_write_nothing() {
+        let (mut d, fake, _kvm) = h200();
+        let before = fake.config();
+        for offset in [0xfff, 0xffe, 0x1000, 0xfffe, 0xffff] {
+            let mut b = [0u8; 4];
+            d.read_config(offset, &mut b);
+            assert_eq!(b, [0xff; 4], "read at {offset:#x}");
+            let out = d.write_config(offset, &[0; 4]);
+            assert!(out.bar_moves.is_empty());
+        }
+        // The last dword and byte are still in range.
+        let mut b = [0u8; 4];
+        d.read_config(0xffc, &mut b);
+        assert_eq!(b, before[0xffc..].as_ref());
+        assert_eq!(fake.config(), before);
+    }
+
+    #[test]
+    fn h200_msi_and_teardown_leave_nothing_behind() {
+        let (mut d, fake, kvm) = h200();
+        // MSI: 64-bit address, data, enable one vector.
+        write32(&mut d, MSI_CAP + 4, 0xfee0_0000);
+        write32(&mut d, MSI_CAP + 8, 0);
+        write32(&mut d, MSI_CAP + 12, 0x41);
+        write32(
+            &mut d,
+            MSI_CAP,
+            u32::from(pci::msi::MSI_CONTROL_ENABLE) << 16,
+        );
+        assert_eq!(d.armed_msi_vectors(), [0]);
+        assert_eq!(fake.irq_mode(), (Some(MSI_IRQ_INDEX), 1));
+        d.shutdown();
+        assert_eq!(fake.irq_mode(), (None, 0));
+        assert_eq!(kvm.state(), KvmState::default());
+        assert!(kvm.misuse().is_empty(), "{:?}", kvm.misuse());
+        assert!(
+            fake.refused_irq_calls().is_empty(),
+            "{:?}",
+            fake.refused_irq_calls()
+        );
     }
 }

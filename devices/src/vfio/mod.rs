@@ -1,9 +1,14 @@
-//! VFIO passthrough: host checks ([`group`]), the guest-visible device ([`device`]), its BAR
-//! mappings ([`bars`]) and their IOMMU mappings for peer-to-peer DMA ([`p2p`]), its
-//! expansion ROM ([`rom`]) and its interrupts ([`irq`]).
+//! VFIO passthrough: host checks ([`group`]), the guest-visible device ([`device`]) over the
+//! VFIO device operations it needs ([`device_io`]), its BAR mappings ([`bars`]) and their
+//! IOMMU mappings for peer-to-peer DMA ([`p2p`]), its expansion ROM ([`rom`]) and its
+//! interrupts ([`irq`]). `fake` (tests, and the `fake-vfio` feature for fuzzing) runs it
+//! without /dev/vfio.
 
 pub mod bars;
 pub mod device;
+pub mod device_io;
+#[cfg(any(test, feature = "fake-vfio"))]
+pub mod fake;
 pub mod group;
 pub mod intx;
 pub mod irq;
@@ -11,6 +16,7 @@ pub mod p2p;
 pub mod rom;
 
 pub use device::{DeviceOptions, VfioPciDevice, VfioPciError};
+pub use device_io::{IrqInfo, VfioDeviceIo};
 pub use group::{check as check_host_device, GroupError, HostDevice};
 pub use p2p::DmaRange;
 pub use rom::{RomChoice, RomError, RomImage};

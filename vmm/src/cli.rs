@@ -227,10 +227,7 @@ fn take_signals(events: &mpsc::Sender<Event>, filters: &Arc<SeccompFilters>) -> 
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let r = filters.apply(ThreadKind::Vmm);
-            let ok = r.is_ok();
-            let _ = confined_tx.send(r);
-            if !ok {
+            if !filters.apply_and_report(ThreadKind::Vmm, &confined_tx) {
                 return;
             }
             while let Ok(sig) = event_loop::wait_stop_signal() {

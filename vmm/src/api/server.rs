@@ -151,16 +151,11 @@ impl Server {
             acceptor: None,
             workers: Vec::new(),
         };
-        let (confined_tx, confined) = mpsc::channel();
+        let (confined_tx, confined) = mpsc::sync_channel(WORKERS + 1);
         // Each thread reports whether its filter is in, and serves only if it is.
         let confine = move |filters: Arc<SeccompFilters>| {
             let report = confined_tx.clone();
-            move || {
-                let r = filters.apply(ThreadKind::Api);
-                let ok = r.is_ok();
-                let _ = report.send(r);
-                ok
-            }
+            move || filters.apply_and_report(ThreadKind::Api, &report)
         };
         for i in 0..WORKERS {
             let (rx, backend, on_shutdown) = (rx.clone(), backend.clone(), on_shutdown.clone());

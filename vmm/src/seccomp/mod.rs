@@ -37,7 +37,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock};
 
 use seccompiler::{BpfProgram, TargetArch};
 use serde_json::Value;
@@ -254,6 +254,21 @@ impl SeccompFilters {
             thread,
             reason: e.to_string(),
         })
+    }
+}
+
+impl SeccompFilters {
+    /// [`Self::apply`] in a thread that has just started, reporting the result to the
+    /// thread that started it; true when the filter is in and the thread may go on.
+    pub fn apply_and_report(
+        &self,
+        kind: ThreadKind,
+        report: &mpsc::SyncSender<Result<(), SeccompError>>,
+    ) -> bool {
+        let result = self.apply(kind);
+        let ok = result.is_ok();
+        let _ = report.send(result);
+        ok
     }
 }
 

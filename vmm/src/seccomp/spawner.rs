@@ -42,10 +42,7 @@ impl ThreadSpawner {
         let thread = std::thread::Builder::new()
             .name("vmm-spawner".into())
             .spawn(move || {
-                let installed = f.apply(ThreadKind::Vmm);
-                let ok = installed.is_ok();
-                let _ = ready_tx.send(installed);
-                if !ok {
+                if !f.apply_and_report(ThreadKind::Vmm, &ready_tx) {
                     return;
                 }
                 while let Ok(r) = rx.recv() {

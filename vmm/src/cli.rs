@@ -420,6 +420,29 @@ mod tests {
     use crate::host::testutil::FakeHost;
 
     #[test]
+    fn seccomp_is_on_unless_asked_otherwise() {
+        let run = |extra: &[&str]| {
+            let args = [&["conduit", "run", "--config", "vm.json"][..], extra].concat();
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.seccomp),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(run(&[]), Ok(SeccompMode::On));
+        assert_eq!(run(&["--seccomp", "log"]), Ok(SeccompMode::Log));
+        assert_eq!(run(&["--seccomp", "off"]), Ok(SeccompMode::Off));
+        let err = run(&["--seccomp", "maybe"]).unwrap_err();
+        assert!(err.contains("[possible values: on, log, off]"), "{err}");
+        let serve =
+            Cli::try_parse_from(["conduit", "serve", "--api-socket", "s", "--seccomp", "log"]);
+        match serve.unwrap().command {
+            Command::Serve(s) => assert_eq!(s.seccomp, SeccompMode::Log),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn gpus_flag_adds_ready_devices_besides_device() {
         let cli = Cli::try_parse_from([
             "conduit",

@@ -6,6 +6,11 @@
 //! `serve --api-socket PATH` serves it with no VM until one is created. SIGINT and
 //! SIGTERM are blocked in every thread and taken by one thread with `sigwait`, which stops
 //! the VM (and the server).
+//!
+//! `--seccomp on|log|off` (default on): every thread of `run` and `serve` runs under its
+//! kind's filter ([`crate::seccomp`]). The signal thread and the spawner that starts VM
+//! threads install `vmm` when they start, the API threads `api` before serving, the main
+//! thread `vmm` once set-up is done and before the VM boots.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +20,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, IommuMode, KernelConfig, OnReboot, SerialMode, VmConfig};
 use crate::event_loop::{self, Outcome};
+use crate::seccomp::{SeccompFilters, SeccompMode, ThreadKind, ThreadSpawner, VmSeccomp};
 use crate::vm::{Vm, VmError};
 
 /// Exit status when the guest powered off.
@@ -57,6 +63,11 @@ struct ServeArgs {
     /// Where to create the API socket (mode 0600; a stale socket is replaced).
     #[arg(long, value_name = "PATH")]
     api_socket: PathBuf,
+    /// seccomp filters of conduit's threads (resources/seccomp/x86_64.json): `on` stops the
+    /// process on a call outside a thread's list, `log` lets it through and has the kernel
+    /// log it.
+    #[arg(long, value_enum, default_value_t = SeccompMode::On)]
+    seccomp: SeccompMode,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +86,11 @@ struct RunArgs {
     /// Serve the REST API on this unix socket while the VM runs.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
+    /// seccomp filters of conduit's threads (resources/seccomp/x86_64.json): `on` stops the
+    /// process on a call outside a thread's list, `log` lets it through and has the kernel
+    /// log it.
+    #[arg(long, value_enum, default_value_t = SeccompMode::On)]
+    seccomp: SeccompMode,
     /// Kernel image: bzImage or ELF vmlinux.
     #[arg(long, required_unless_present = "config")]
     kernel: Option<PathBuf>,
@@ -217,27 +233,55 @@ fn error(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Blocks SIGINT/SIGTERM (in this thread and every thread started after) and starts the
-/// thread that takes them. Call before starting any other thread.
-fn take_signals(events: &mpsc::Sender<Event>) -> Result<(), String> {
+/// thread that takes them, under the `vmm` filter. Call before starting any other thread.
+fn take_signals(events: &mpsc::Sender<Event>, filters: &Arc<SeccompFilters>) -> Result<(), String> {
     event_loop::block_stop_signals().map_err(|e| e.to_string())?;
     let tx = events.clone();
+    let filters = filters.clone();
+    let (confined_tx, confined) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            if !filters.apply_and_report(ThreadKind::Vmm, &confined_tx) {
+                return;
+            }
             while let Ok(sig) = event_loop::wait_stop_signal() {
                 if tx.send(Event::Signal(sig)).is_err() {
                     return;
                 }
             }
         })
-        .map(|_| ())
-        .map_err(|e| format!("cannot start the signal thread: {e}"))
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    match confined.recv() {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the signal thread ended while starting".into()),
+    }
+}
+
+/// The filters of `mode`, the signal thread and the spawner of VM threads (both under
+/// `vmm`). Call before starting any other thread.
+fn seccomp_setup(
+    mode: SeccompMode,
+    events: &mpsc::Sender<Event>,
+) -> Result<(Arc<SeccompFilters>, VmSeccomp), String> {
+    let filters = SeccompFilters::builtin(mode).map_err(|e| e.to_string())?;
+    if mode == SeccompMode::Log {
+        eprintln!(
+            "conduit: seccomp in log mode: calls outside a thread's allow-list ({}) go through and the kernel logs each (dmesg or the audit log: type=1326 ... syscall=N)",
+            crate::seccomp::FILTER_FILE
+        );
+    }
+    // First: every thread started after it has SIGINT/SIGTERM blocked.
+    take_signals(events, &filters)?;
+    let spawner = ThreadSpawner::start(filters.clone()).map_err(|e| e.to_string())?;
+    Ok((filters, VmSeccomp::Spawner(Arc::new(spawner))))
 }
 
 fn start_server(
     path: &Path,
     backend: Arc<dyn crate::api::Backend>,
     events: &mpsc::Sender<Event>,
+    filters: &Arc<SeccompFilters>,
 ) -> Result<crate::api::Server, String> {
     let tx = events.clone();
     crate::api::Server::start(
@@ -246,6 +290,7 @@ fn start_server(
         Box::new(move || {
             let _ = tx.send(Event::ApiShutdown);
         }),
+        filters,
     )
     .map_err(|e| e.to_string())
 }
@@ -256,15 +301,17 @@ fn run(mut args: RunArgs) -> ExitCode {
         return error(e);
     }
     let api_socket = args.api_socket.take();
+    let mode = args.seccomp;
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => return error(e),
     };
     let (tx, rx) = mpsc::channel();
-    if let Err(e) = take_signals(&tx) {
-        return error(e);
-    }
-    let vm = match Vm::create(config) {
+    let (filters, seccomp) = match seccomp_setup(mode, &tx) {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    let vm = match Vm::create_with(config, seccomp) {
         Ok(vm) => Arc::new(vm),
         Err(e) => return error(e),
     };
@@ -273,12 +320,17 @@ fn run(mut args: RunArgs) -> ExitCode {
             path,
             Arc::new(crate::api::VmBackend::with_vm(vm.clone())),
             &tx,
+            &filters,
         ) {
             Ok(s) => Some(s),
             Err(e) => return error(e),
         },
         None => None,
     };
+    // Set-up done: the main thread (and the VM waiter it starts) run under `vmm` from here.
+    if let Err(e) = filters.apply(ThreadKind::Vmm) {
+        return error(e);
+    }
     if let Err(e) = vm.boot() {
         return error(e);
     }
@@ -334,14 +386,18 @@ fn run(mut args: RunArgs) -> ExitCode {
 /// or a signal (128 + N), stopping any VM first.
 fn serve(args: ServeArgs) -> ExitCode {
     let (tx, rx) = mpsc::channel();
-    if let Err(e) = take_signals(&tx) {
-        return error(e);
-    }
-    let backend = Arc::new(crate::api::VmBackend::new());
-    let server = match start_server(&args.api_socket, backend.clone(), &tx) {
+    let (filters, seccomp) = match seccomp_setup(args.seccomp, &tx) {
         Ok(s) => s,
         Err(e) => return error(e),
     };
+    let backend = Arc::new(crate::api::VmBackend::new().with_seccomp(seccomp));
+    let server = match start_server(&args.api_socket, backend.clone(), &tx, &filters) {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    if let Err(e) = filters.apply(ThreadKind::Vmm) {
+        return error(e);
+    }
     eprintln!("conduit: serving the API on {}", args.api_socket.display());
     let status = match rx.recv() {
         Ok(Event::Signal(s)) => {
@@ -377,6 +433,29 @@ pub fn main() -> ExitCode {
 mod tests {
     use super::*;
     use crate::host::testutil::FakeHost;
+
+    #[test]
+    fn seccomp_is_on_unless_asked_otherwise() {
+        let run = |extra: &[&str]| {
+            let args = [&["conduit", "run", "--config", "vm.json"][..], extra].concat();
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.seccomp),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(run(&[]), Ok(SeccompMode::On));
+        assert_eq!(run(&["--seccomp", "log"]), Ok(SeccompMode::Log));
+        assert_eq!(run(&["--seccomp", "off"]), Ok(SeccompMode::Off));
+        let err = run(&["--seccomp", "maybe"]).unwrap_err();
+        assert!(err.contains("[possible values: on, log, off]"), "{err}");
+        let serve =
+            Cli::try_parse_from(["conduit", "serve", "--api-socket", "s", "--seccomp", "log"]);
+        match serve.unwrap().command {
+            Command::Serve(s) => assert_eq!(s.seccomp, SeccompMode::Log),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn gpus_flag_adds_ready_devices_besides_device() {

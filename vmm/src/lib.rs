@@ -22,5 +22,6 @@ pub mod passthrough;
 pub mod pci_host;
 pub mod platform;
 pub mod regs;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -11,6 +11,7 @@ use pci::{BarKind, BarMove};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::coalesced_io::CoalescedRing;
+use crate::seccomp::{SeccompFilters, ThreadKind};
 
 /// The PIO and MMIO buses shared by all vCPUs. BAR moves take the write lock between exits.
 #[derive(Default)]
@@ -216,20 +217,28 @@ pub fn run_loop(index: u32, mut vcpu: VcpuFd, buses: &IoBuses, events: &VmEvents
     }
 }
 
-/// Starts vCPU threads named `vcpu<N>`.
+/// Starts vCPU threads named `vcpu<N>`; each installs the `vcpu` seccomp filter of
+/// `filters` before its first KVM_RUN (and stops the VM as failed if it cannot).
 pub fn spawn_all(
     vcpus: Vec<VcpuFd>,
     buses: Arc<IoBuses>,
     events: Arc<VmEvents>,
+    filters: &Arc<SeccompFilters>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, vcpu) in vcpus.into_iter().enumerate() {
-        let (buses, events) = (buses.clone(), events.clone());
+        let (buses, events, filters) = (buses.clone(), events.clone(), filters.clone());
         let index = i as u32;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || run_loop(index, vcpu, &buses, &events))?,
+                .spawn(move || {
+                    if let Err(e) = filters.apply(ThreadKind::Vcpu) {
+                        events.fail(format!("vCPU {index}: {e}"));
+                        return;
+                    }
+                    run_loop(index, vcpu, &buses, &events)
+                })?,
         );
     }
     Ok(threads)

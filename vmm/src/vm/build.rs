@@ -20,6 +20,7 @@ use crate::passthrough::{self, AttachContext, BarAllocator, Passthrough};
 use crate::pci_host::{self, PciSegment};
 use crate::platform;
 use crate::regs::{self, BootCpu};
+use crate::seccomp::SeccompFilters;
 use crate::vcpu::{self, IoBuses, VmEvents};
 use crate::{cpuid, kvm_host};
 use devices::acpi_pm::AcpiPm;
@@ -289,6 +290,7 @@ impl BuiltVm {
         &mut self,
         serial: &SerialMode,
         control: Arc<HostControl>,
+        filters: &Arc<SeccompFilters>,
     ) -> Result<Outcome, VmError> {
         let os = |what| move |source| VmError::Os { what, source };
         let stdin = match serial {
@@ -309,7 +311,7 @@ impl BuiltVm {
             source: std::io::Error::from_raw_os_error(e.errno()),
         })?;
         let vcpus = std::mem::take(&mut self.vcpus);
-        let threads = vcpu::spawn_all(vcpus, self.buses.clone(), self.events.clone())
+        let threads = vcpu::spawn_all(vcpus, self.buses.clone(), self.events.clone(), filters)
             .map_err(os("starting vCPU threads"))?;
         let outcome = loop {
             if let Err(e) = manager.run() {

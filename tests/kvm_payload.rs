@@ -180,6 +180,66 @@ fn host_bridge_is_visible_through_config_ports() {
     );
 }
 
+/// 0xCF8 writes may be queued by KVM (coalesced PIO) instead of exiting: 400 of them (more
+/// than the ring holds, so KVM also exits when it is full) must take effect in order, so
+/// reading 0xCF8 back gives the last one and 0xCFC reads the device it addresses.
+#[test]
+fn config_address_writes_take_effect_in_order() {
+    // First a few writes (queued, never a full ring), then 400.
+    let mut code = Asm::default()
+        .mov_dx(0xcf8)
+        .mov_eax(0x8000_1000)
+        .out_d()
+        .mov_eax(0x8000_f800)
+        .out_d()
+        .in_d()
+        .print_eax_bytes()
+        .mov_dx(0xcf8)
+        .mov_eax(0x8000_0000)
+        .out_d()
+        .mov_dx(0xcfc)
+        .in_d()
+        .print_eax_bytes()
+        .mov_dx(0xcf8);
+    // mov ecx, 400
+    code.0.extend_from_slice(&[0x66, 0xb9]);
+    code.0.extend_from_slice(&400u32.to_le_bytes());
+    // loop: mov eax, ecx; shl eax, 8; or eax, 0x8000_0000; out dx, eax; loop loop
+    code.0
+        .extend_from_slice(&[0x66, 0x89, 0xc8, 0x66, 0xc1, 0xe0, 0x08, 0x66, 0x0d]);
+    code.0.extend_from_slice(&0x8000_0000u32.to_le_bytes());
+    code.0.extend_from_slice(&[0x66, 0xef, 0xe2, 0xef]);
+    let code = code
+        .mov_eax(0x8000_f800)
+        .out_d()
+        .in_d()
+        .print_eax_bytes()
+        .mov_dx(0xcf8)
+        .mov_eax(0x8000_0000)
+        .out_d()
+        .mov_dx(0xcfc)
+        .in_d()
+        .print_eax_bytes()
+        .acpi_poweroff()
+        .0;
+    let (outcome, out) = run(code, 1, "pci-order");
+    assert_eq!(outcome, Outcome::PowerOff);
+    assert_eq!(out.len(), 16, "four dwords: {out:02x?}");
+    let dword = |i: usize| u32::from_le_bytes(out[i * 4..i * 4 + 4].try_into().unwrap());
+    for (round, first) in [("few writes", 0), ("400 writes", 2)] {
+        assert_eq!(
+            dword(first),
+            0x8000_f800,
+            "{round}: 0xCF8 reads back the last address written"
+        );
+        assert_eq!(
+            dword(first + 1),
+            0x0008_1b36,
+            "{round}: 00:00.0 is the host bridge 1b36:0008"
+        );
+    }
+}
+
 /// `--hugepages`: guest RAM on 2 MiB pages. The test reserves the 32 pages a 64 MiB guest
 /// needs (it runs as root, as CI does) and gives them back afterwards.
 #[test]

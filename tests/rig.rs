@@ -6,76 +6,15 @@
 //! The rig itself runs one L1 at a time (a lock in `tests/rig/run`), so these tests
 //! may be started in parallel: they queue there.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod rig_runner;
 
-/// What one `tests/rig/run` printed and whether it exited 0.
-struct RigRun {
-    passed: bool,
-    output: String,
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `tests/rig/run` with `args` and extra environment `env`.
-fn rig(args: &[&str], env: &[(&str, &str)]) -> RigRun {
-    let mut cmd = Command::new(repo().join("tests/rig/run"));
-    cmd.args(args)
-        .current_dir(repo())
-        .env("CONDUIT_BIN", env!("CARGO_BIN_EXE_conduit"))
-        .env_remove("RIG_BREAK");
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start tests/rig/run: {e}"));
-    RigRun {
-        passed: out.status.success(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
-
-/// The last `lines` lines of the log that a run names with `rig: log: PATH`.
-fn log_tail(output: &str, lines: usize) -> String {
-    let Some(path) = output
-        .lines()
-        .find_map(|l| l.strip_prefix("rig: log: "))
-        .map(PathBuf::from)
-    else {
-        return "(the run named no log)".into();
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            let from = all.len().saturating_sub(lines);
-            format!(
-                "{} (last {} lines):\n{}",
-                path.display(),
-                all.len() - from,
-                all[from..].join("\n")
-            )
-        }
-        Err(e) => format!("cannot read {}: {e}", path.display()),
-    }
-}
+use rig_runner::{log_tail, rig};
 
 /// Runs `scenario` and fails the test unless the rig says it passed.
 fn assert_scenario_passes(scenario: &str) {
-    let run = rig(&[scenario], &[]);
-    let verdict = run
-        .output
-        .lines()
-        .filter(|l| l.contains("RIG-VERDICT"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    println!("{verdict}");
+    // The rig's scenarios, not hardware mode (tests/hardware.rs).
+    let run = rig(&[scenario], &[("CONDUIT_HW_DEVICES", None)]);
+    println!("{}", run.verdict());
     assert!(
         run.passed,
         "rig scenario {scenario} failed:\n{}\n\n--- log {}",
@@ -86,7 +25,7 @@ fn assert_scenario_passes(scenario: &str) {
 
 #[test]
 fn rig_lists_its_scenarios() {
-    let run = rig(&["--list"], &[]);
+    let run = rig(&["--list"], &[("CONDUIT_HW_DEVICES", None)]);
     assert!(run.passed, "tests/rig/run --list failed:\n{}", run.output);
     for scenario in [
         "qemu-peer-nvme",
@@ -94,6 +33,8 @@ fn rig_lists_its_scenarios() {
         "boot-smp",
         "vfio-nvme",
         "vfio-bad-group",
+        "gpu",
+        "hw-mode",
     ] {
         assert!(
             run.output
@@ -103,6 +44,18 @@ fn rig_lists_its_scenarios() {
             run.output
         );
     }
+    // Hardware-capable scenarios are marked, the others not.
+    let marked = |name: &str| {
+        run.output
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq([name, "[hw]"]))
+    };
+    assert!(
+        marked("gpu"),
+        "--list does not mark gpu [hw]:\n{}",
+        run.output
+    );
+    assert!(!marked("boot"), "--list marks boot [hw]:\n{}", run.output);
 }
 
 /// Debian's QEMU in L1 runs L2 with the nvme passed through: the peer of every
@@ -132,7 +85,9 @@ fn vfio_nvme() {
 }
 
 /// As `vfio_nvme`, through iommufd and the VFIO cdev (`--iommu iommufd`) on the rig's
-/// self-built 6.12 L1 kernel (built on first use, ~20 min, cached outside the checkout).
+/// self-built 6.12 L1 kernel (built on first use, ~20 min, cached outside the checkout);
+/// `p2p=on` is refused through iommufd naming the device and BAR, and put behind type1 in
+/// auto mode.
 #[test]
 fn vfio_iommufd() {
     assert_scenario_passes("vfio-iommufd");
@@ -150,6 +105,25 @@ fn vfio_bigbar() {
 #[test]
 fn vfio_multi() {
     assert_scenario_passes("vfio-multi");
+}
+
+/// GPU passthrough as a driverless guest sees it (`gpu`, the scenario that also runs on real
+/// hardware, see `tests/hardware.rs`), here with ivshmem, bochs-display and the nvme standing
+/// in: ids and class as on the host, every BAR assigned at the host's size and type (64 GiB),
+/// MSI-X with the host's table size, BAR0's first word read without a driver and equal to
+/// what the host read through VFIO (`conduit host peek`).
+#[test]
+fn gpu() {
+    assert_scenario_passes("gpu");
+}
+
+/// The runner's hardware mode (`CONDUIT_HW_DEVICES`, README "Real hardware") with L1 as the
+/// host: `tests/rig/run gpu` binds ivshmem, bochs-display and the nvme (from L1's nvme
+/// driver), passes them and restores every driver; a rig-only scenario, an unknown device, a
+/// group the host uses and a SIGTERM while L2 boots all end with the host as it was.
+#[test]
+fn hw_mode() {
+    assert_scenario_passes("hw-mode");
 }
 
 /// The guest reboots with `--on-reboot restart`: the rebuilt VM gets the reset nvme back and
@@ -195,6 +169,22 @@ fn api() {
     assert_scenario_passes("api");
 }
 
+/// `p2p=on`: edu DMAs from guest RAM into ivshmem's 64 GiB BAR (IOVA = the BAR's guest
+/// address), the word lands (seen in L2 and in the backing file on L0) and vm.info lists the
+/// mapped range; without p2p the same DMA is refused by L1's IOMMU.
+#[test]
+fn vfio_p2p() {
+    assert_scenario_passes("vfio-p2p");
+}
+
+/// Expansion ROMs: edu's own ROM (VFIO's ROM region) and a `rom=FILE` on bochs-display read
+/// back in L2 through sysfs as made; `rom=off` hides edu's ROM (vm.info); bad `rom=` inputs
+/// exit 1 naming the file and the device.
+#[test]
+fn vfio_rom() {
+    assert_scenario_passes("vfio-rom");
+}
+
 /// A hostile guest moves the nvme's BAR over RAM, outside the PCI windows and over the
 /// e1000e's BAR, writes non-MSI addresses into MSI-X entries, enables MSI and MSI-X
 /// together and floods config space: nothing is mapped where it must not be, MSI-X wins
@@ -222,7 +212,13 @@ fn api_leaks() {
 /// An L1 without kvm_amd must fail the run, naming the stage, never pass it.
 #[test]
 fn broken_l1_is_caught() {
-    let run = rig(&["qemu-peer-nvme"], &[("RIG_BREAK", "no-kvm-module")]);
+    let run = rig(
+        &["qemu-peer-nvme"],
+        &[
+            ("RIG_BREAK", Some("no-kvm-module")),
+            ("CONDUIT_HW_DEVICES", None),
+        ],
+    );
     assert!(
         !run.passed,
         "a run with an L1 missing kvm_amd passed:\n{}",

@@ -172,9 +172,7 @@ fn create_checks_config_and_files_and_a_failed_boot_leaves_the_vm_created() {
     // A device that is not on this host: the boot fails, naming it; nothing is left
     // running and the VM can be inspected (and dropped).
     let (mut c, _) = config(&dir, "nodev", &Asm::default().hlt_loop());
-    c.devices = vec![DeviceConfig {
-        address: "0000:ff:1f.7".into(),
-    }];
+    c.devices = vec![DeviceConfig::new("0000:ff:1f.7")];
     let vm = Vm::create(c).unwrap();
     let e = vm.boot().unwrap_err();
     assert!(e.to_string().contains("0000:ff:1f.7"), "{e}");

@@ -390,6 +390,7 @@ where
     kernel.read_exact(&mut phdrs).map_err(io)?;
 
     let mut kernel_end = None;
+    let mut loaded = Vec::new();
     for ph in phdrs.chunks_exact(ELF_PHDR_SIZE) {
         let (p_type, offset, paddr, filesz, memsz) = (
             le_u32(ph, 0),
@@ -422,6 +423,7 @@ where
             .ok_or_else(|| corrupt(format!("segment at {paddr:#x} overflows")))?;
         check_fits(mem, path, paddr, end)?;
         kernel_end = kernel_end.max(Some(end));
+        loaded.push(paddr..end);
     }
     let kernel_end = kernel_end.ok_or_else(|| corrupt("no loadable segment".into()))?;
 
@@ -432,6 +434,17 @@ where
         PvhBootCapability::PvhEntryPresent(addr) => (addr, BootMode::Pvh),
         _ => (GuestAddress(e_entry), BootMode::Linux64),
     };
+    // The vCPU would start in memory the file did not fill.
+    if !loaded.iter().any(|r| r.contains(&entry.0)) {
+        let which = match mode {
+            BootMode::Pvh => "PVH entry point",
+            BootMode::Linux64 => "entry point (e_entry)",
+        };
+        return Err(corrupt(format!(
+            "{which} {:#x} is outside the loaded segments",
+            entry.0
+        )));
+    }
     Ok(LoadedKernel {
         entry,
         mode,
@@ -663,6 +676,36 @@ mod tests {
         img[xen_note + 4..xen_note + 8].copy_from_slice(&2u32.to_le_bytes());
         let err = load_bytes(&m, img).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+
+    /// Found by fuzz target kernel_loader: an ELF whose entry point lies outside every
+    /// loaded segment (here past guest RAM) was accepted, and the vCPU would have started
+    /// in memory the kernel never filled.
+    #[test]
+    fn elf_entry_outside_the_loaded_segments_is_corrupt() {
+        let m = mem(64 * MIB);
+        let mut img = testimg::elf(0x100_0000, 0x2000, None);
+        img[24..32].copy_from_slice(&0x10_0000_0100_0000u64.to_le_bytes());
+        let err = load_bytes(&m, img).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "kernel /x/vmlinuz: corrupt: entry point (e_entry) 0x10000001000000 is outside \
+             the loaded segments"
+        );
+        // Just past the segment (memsz 0x4000) is outside too; its last byte is inside.
+        let mut img = testimg::elf(0x100_0000, 0x2000, None);
+        img[24..32].copy_from_slice(&0x100_4000u64.to_le_bytes());
+        assert!(load_bytes(&m, img).is_err());
+        let mut img = testimg::elf(0x100_0000, 0x2000, None);
+        img[24..32].copy_from_slice(&0x100_3fffu64.to_le_bytes());
+        assert_eq!(load_bytes(&m, img).unwrap().entry, GuestAddress(0x100_3fff));
+        // A PVH entry below the segment.
+        let err = load_bytes(&m, testimg::elf(0x100_0000, 0x2000, Some(0x20_0000))).unwrap_err();
+        assert!(
+            err.to_string().contains("PVH entry point 0x200000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -98,3 +98,13 @@ pub trait BarPlacement: Send + Sync {
         size: u64,
     ) -> Result<(), BarRefusal>;
 }
+
+/// IOMMU mappings of device memory, for peer-to-peer DMA between passthrough devices: the
+/// vmm implements it over the VM's VFIO container (type1) or IOAS (iommufd).
+pub trait DmaMapper: Send + Sync {
+    /// Maps `size` bytes of host memory at `host_addr` (an mmapped device BAR area) at
+    /// `iova` in the IOMMU. The caller keeps the host mapping alive until [`Self::unmap`].
+    fn map(&self, iova: u64, size: u64, host_addr: u64) -> Result<(), HookError>;
+    /// Removes a mapping made by [`Self::map`] with the same `iova` and `size`.
+    fn unmap(&self, iova: u64, size: u64) -> Result<(), HookError>;
+}

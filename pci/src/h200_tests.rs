@@ -13,8 +13,20 @@ use crate::sparse::sparse_areas;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
+/// `shared/fixtures/h200` next to the repository, or next to a directory enclosing it (a
+/// git worktree under `wt/`).
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/h200")
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates: Vec<PathBuf> = crate_dir
+        .ancestors()
+        .skip(2)
+        .map(|a| a.join("shared/fixtures/h200"))
+        .collect();
+    candidates
+        .iter()
+        .find(|c| c.is_dir())
+        .unwrap_or(&candidates[0])
+        .clone()
 }
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo run --release -p vmm --example boot -- /boot/vmlinuz-$(uname -r) \
 //!     [--initramfs /boot/initrd.img-$(uname -r)] [--memory 1G] [--cpus 2] \
-//!     [--device 0000:17:00.0] [--shutdown-after 60]
+//!     [--device 0000:17:00.0[,p2p=on][,rom=PATH|off]] [--shutdown-after 60]
 //! ```
 //!
 //! The same VM as JSON (what `conduit run --config` and `PUT /api/v1/vm.create` take) is
@@ -13,13 +13,13 @@
 
 use std::time::Duration;
 
-use vmm::config::{parse_size, DeviceConfig, VmConfig};
+use vmm::config::{parse_device_spec, parse_size, VmConfig};
 use vmm::vm::Vm;
 
 fn usage() -> ! {
     eprintln!(
         "usage: boot KERNEL [--initramfs PATH] [--cmdline STR] [--memory SIZE] [--cpus N] \
-         [--device ADDRESS]... [--shutdown-after SECONDS]"
+         [--device ADDRESS[,p2p=on][,rom=PATH|off]]... [--shutdown-after SECONDS]"
     );
     std::process::exit(2)
 }
@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--memory" => config.memory_bytes = parse_size(&value)?,
             "--cpus" => config.cpus = value.parse()?,
-            "--device" => config.devices.push(DeviceConfig { address: value }),
+            "--device" => config.devices.push(parse_device_spec(&value)?),
             "--shutdown-after" => shutdown_after = Some(Duration::from_secs(value.parse()?)),
             _ => usage(),
         }

@@ -6,6 +6,11 @@
 //! `serve --api-socket PATH` serves it with no VM until one is created. SIGINT and
 //! SIGTERM are blocked in every thread and taken by one thread with `sigwait`, which stops
 //! the VM (and the server).
+//!
+//! `--seccomp on|log|off` (default on): every thread of `run` and `serve` runs under its
+//! kind's filter ([`crate::seccomp`]). The signal thread and the spawner that starts VM
+//! threads install `vmm` when they start, the API threads `api` before serving, the main
+//! thread `vmm` once set-up is done and before the VM boots.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,8 +18,9 @@ use std::sync::{mpsc, Arc};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, DeviceConfig, IommuMode, KernelConfig, OnReboot, SerialMode, VmConfig};
+use crate::config::{self, IommuMode, KernelConfig, OnReboot, SerialMode, VmConfig};
 use crate::event_loop::{self, Outcome};
+use crate::seccomp::{SeccompFilters, SeccompMode, ThreadKind, ThreadSpawner, VmSeccomp};
 use crate::vm::{Vm, VmError};
 
 /// Exit status when the guest powered off.
@@ -57,6 +63,11 @@ struct ServeArgs {
     /// Where to create the API socket (mode 0600; a stale socket is replaced).
     #[arg(long, value_name = "PATH")]
     api_socket: PathBuf,
+    /// seccomp filters of conduit's threads (resources/seccomp/x86_64.json): `on` stops the
+    /// process on a call outside a thread's list, `log` lets it through and has the kernel
+    /// log it.
+    #[arg(long, value_enum, default_value_t = SeccompMode::On)]
+    seccomp: SeccompMode,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +86,11 @@ struct RunArgs {
     /// Serve the REST API on this unix socket while the VM runs.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
+    /// seccomp filters of conduit's threads (resources/seccomp/x86_64.json): `on` stops the
+    /// process on a call outside a thread's list, `log` lets it through and has the kernel
+    /// log it.
+    #[arg(long, value_enum, default_value_t = SeccompMode::On)]
+    seccomp: SeccompMode,
     /// Kernel image: bzImage or ELF vmlinux.
     #[arg(long, required_unless_present = "config")]
     kernel: Option<PathBuf>,
@@ -100,7 +116,9 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = OnReboot::Exit)]
     on_reboot: OnReboot,
     /// Host PCI device to pass through (0000:00:02.0 or its sysfs path); repeat for more.
-    #[arg(long = "device", value_name = "ADDRESS")]
+    /// Options after commas: p2p=on DMA-maps its BARs in the IOMMU for peer-to-peer DMA from
+    /// the other devices; rom=PATH gives it that expansion ROM, rom=off hides its own.
+    #[arg(long = "device", value_name = "ADDRESS[,p2p=on][,rom=PATH|off]")]
     devices: Vec<String>,
     /// Pass through N devices ready for passthrough, by id or name: 10de:2335x4, h200x4
     /// (chosen on one NUMA node when possible, besides any --device).
@@ -115,7 +133,12 @@ impl RunArgs {
     /// Appends the devices `--gpus` selects on `root` to the `--device` list.
     fn add_gpus(&mut self, root: &crate::host::HostRoot) -> Result<(), crate::host::HostError> {
         if let Some(spec) = &self.gpus {
-            let found = crate::host::select_devices_besides(root, spec, &self.devices)?;
+            let taken: Vec<String> = self
+                .devices
+                .iter()
+                .map(|d| d.split(',').next().unwrap_or_default().to_string())
+                .collect();
+            let found = crate::host::select_devices_besides(root, spec, &taken)?;
             self.devices.extend(found);
         }
         Ok(())
@@ -128,6 +151,11 @@ impl RunArgs {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             return VmConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()));
         }
+        let devices = self
+            .devices
+            .iter()
+            .map(|d| config::parse_device_spec(d).map_err(|e| format!("--device {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         let config = VmConfig {
             kernel: self.kernel.map(|path| KernelConfig {
                 path,
@@ -141,13 +169,7 @@ impl RunArgs {
             serial: self.serial,
             on_reboot: self.on_reboot,
             iommu: self.iommu,
-            devices: self
-                .devices
-                .iter()
-                .map(|d| DeviceConfig {
-                    address: device_address(d),
-                })
-                .collect(),
+            devices,
         };
         // Flag names, not JSON field names, in the messages.
         config.validate().map_err(|e| {
@@ -165,14 +187,23 @@ impl RunArgs {
     }
 }
 
-/// `--device` takes an address or its sysfs path: the address, canonical when it parses
-/// (left as given otherwise, for validation to name it).
-fn device_address(spec: &str) -> String {
-    let name = Path::new(spec)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(spec);
-    crate::host::sysfs::normalize_address(name).unwrap_or_else(|_| spec.to_string())
+/// The VmConfig that `conduit run ARGS` describes (`args`: what follows `run`), validated,
+/// with the messages `run` prints; `--gpus` is left unresolved (that needs the host) and
+/// `--config FILE` is read. For tests and the fuzz targets.
+pub fn run_config<I, T>(args: I) -> Result<VmConfig, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    let argv = ["conduit", "run"]
+        .into_iter()
+        .map(std::ffi::OsString::from)
+        .chain(args.into_iter().map(Into::into));
+    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Run(args) => args.into_config(),
+        _ => Err("not a run command".into()),
+    }
 }
 
 /// Maps how the VM stopped to the process exit status.
@@ -202,27 +233,55 @@ fn error(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Blocks SIGINT/SIGTERM (in this thread and every thread started after) and starts the
-/// thread that takes them. Call before starting any other thread.
-fn take_signals(events: &mpsc::Sender<Event>) -> Result<(), String> {
+/// thread that takes them, under the `vmm` filter. Call before starting any other thread.
+fn take_signals(events: &mpsc::Sender<Event>, filters: &Arc<SeccompFilters>) -> Result<(), String> {
     event_loop::block_stop_signals().map_err(|e| e.to_string())?;
     let tx = events.clone();
+    let filters = filters.clone();
+    let (confined_tx, confined) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            if !filters.apply_and_report(ThreadKind::Vmm, &confined_tx) {
+                return;
+            }
             while let Ok(sig) = event_loop::wait_stop_signal() {
                 if tx.send(Event::Signal(sig)).is_err() {
                     return;
                 }
             }
         })
-        .map(|_| ())
-        .map_err(|e| format!("cannot start the signal thread: {e}"))
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    match confined.recv() {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the signal thread ended while starting".into()),
+    }
+}
+
+/// The filters of `mode`, the signal thread and the spawner of VM threads (both under
+/// `vmm`). Call before starting any other thread.
+fn seccomp_setup(
+    mode: SeccompMode,
+    events: &mpsc::Sender<Event>,
+) -> Result<(Arc<SeccompFilters>, VmSeccomp), String> {
+    let filters = SeccompFilters::builtin(mode).map_err(|e| e.to_string())?;
+    if mode == SeccompMode::Log {
+        eprintln!(
+            "conduit: seccomp in log mode: calls outside a thread's allow-list ({}) go through and the kernel logs each (dmesg or the audit log: type=1326 ... syscall=N)",
+            crate::seccomp::FILTER_FILE
+        );
+    }
+    // First: every thread started after it has SIGINT/SIGTERM blocked.
+    take_signals(events, &filters)?;
+    let spawner = ThreadSpawner::start(filters.clone()).map_err(|e| e.to_string())?;
+    Ok((filters, VmSeccomp::Spawner(Arc::new(spawner))))
 }
 
 fn start_server(
     path: &Path,
     backend: Arc<dyn crate::api::Backend>,
     events: &mpsc::Sender<Event>,
+    filters: &Arc<SeccompFilters>,
 ) -> Result<crate::api::Server, String> {
     let tx = events.clone();
     crate::api::Server::start(
@@ -231,6 +290,7 @@ fn start_server(
         Box::new(move || {
             let _ = tx.send(Event::ApiShutdown);
         }),
+        filters,
     )
     .map_err(|e| e.to_string())
 }
@@ -241,15 +301,17 @@ fn run(mut args: RunArgs) -> ExitCode {
         return error(e);
     }
     let api_socket = args.api_socket.take();
+    let mode = args.seccomp;
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => return error(e),
     };
     let (tx, rx) = mpsc::channel();
-    if let Err(e) = take_signals(&tx) {
-        return error(e);
-    }
-    let vm = match Vm::create(config) {
+    let (filters, seccomp) = match seccomp_setup(mode, &tx) {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    let vm = match Vm::create_with(config, seccomp) {
         Ok(vm) => Arc::new(vm),
         Err(e) => return error(e),
     };
@@ -258,12 +320,17 @@ fn run(mut args: RunArgs) -> ExitCode {
             path,
             Arc::new(crate::api::VmBackend::with_vm(vm.clone())),
             &tx,
+            &filters,
         ) {
             Ok(s) => Some(s),
             Err(e) => return error(e),
         },
         None => None,
     };
+    // Set-up done: the main thread (and the VM waiter it starts) run under `vmm` from here.
+    if let Err(e) = filters.apply(ThreadKind::Vmm) {
+        return error(e);
+    }
     if let Err(e) = vm.boot() {
         return error(e);
     }
@@ -319,14 +386,18 @@ fn run(mut args: RunArgs) -> ExitCode {
 /// or a signal (128 + N), stopping any VM first.
 fn serve(args: ServeArgs) -> ExitCode {
     let (tx, rx) = mpsc::channel();
-    if let Err(e) = take_signals(&tx) {
-        return error(e);
-    }
-    let backend = Arc::new(crate::api::VmBackend::new());
-    let server = match start_server(&args.api_socket, backend.clone(), &tx) {
+    let (filters, seccomp) = match seccomp_setup(args.seccomp, &tx) {
         Ok(s) => s,
         Err(e) => return error(e),
     };
+    let backend = Arc::new(crate::api::VmBackend::new().with_seccomp(seccomp));
+    let server = match start_server(&args.api_socket, backend.clone(), &tx, &filters) {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    if let Err(e) = filters.apply(ThreadKind::Vmm) {
+        return error(e);
+    }
     eprintln!("conduit: serving the API on {}", args.api_socket.display());
     let status = match rx.recv() {
         Ok(Event::Signal(s)) => {
@@ -366,6 +437,29 @@ mod tests {
     use crate::host::testutil::FakeHost;
 
     #[test]
+    fn seccomp_is_on_unless_asked_otherwise() {
+        let run = |extra: &[&str]| {
+            let args = [&["conduit", "run", "--config", "vm.json"][..], extra].concat();
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.seccomp),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(run(&[]), Ok(SeccompMode::On));
+        assert_eq!(run(&["--seccomp", "log"]), Ok(SeccompMode::Log));
+        assert_eq!(run(&["--seccomp", "off"]), Ok(SeccompMode::Off));
+        let err = run(&["--seccomp", "maybe"]).unwrap_err();
+        assert!(err.contains("[possible values: on, log, off]"), "{err}");
+        let serve =
+            Cli::try_parse_from(["conduit", "serve", "--api-socket", "s", "--seccomp", "log"]);
+        match serve.unwrap().command {
+            Command::Serve(s) => assert_eq!(s.seccomp, SeccompMode::Log),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn gpus_flag_adds_ready_devices_besides_device() {
         let cli = Cli::try_parse_from([
             "conduit",
@@ -390,10 +484,88 @@ mod tests {
         }
         args.add_gpus(&h.root()).unwrap();
         assert_eq!(args.devices, ["0000:00:02.0", "0000:00:03.0"]);
+        // A --device with options still counts as taken.
+        args.devices = vec!["0000:00:02.0,p2p=on".into()];
+        args.gpus = Some("1b36:0010x1".into());
+        args.add_gpus(&h.root()).unwrap();
+        assert_eq!(args.devices, ["0000:00:02.0,p2p=on", "0000:00:03.0"]);
         args.gpus = Some("1b36:0010x2".into());
         let err = args.add_gpus(&h.root()).unwrap_err().to_string();
         assert!(err.contains("2 wanted, 0 ready"), "{err}");
         let bad = Cli::try_parse_from(["conduit", "run", "--kernel", "k", "--gpus"]);
         assert!(bad.is_err());
+    }
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["conduit", "run", "--kernel", "k"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(args) => args,
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn device_options_reach_the_config() {
+        let c = run_args(&[
+            "--device",
+            "00:07.0,p2p=on",
+            "--device",
+            "0000:00:06.0,rom=/tmp/edu.rom",
+            "--device",
+            "00:04.0,rom=off",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(c.devices[0].address, "0000:00:07.0");
+        assert!(c.devices[0].p2p && !c.devices[1].p2p);
+        assert_eq!(
+            c.devices[1].rom,
+            config::RomConfig::File("/tmp/edu.rom".into())
+        );
+        assert_eq!(c.devices[2].rom, config::RomConfig::Off);
+        let e = run_args(&["--device", "00:07.0,p2p=maybe"])
+            .into_config()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "--device 00:07.0,p2p=maybe: p2p=\"maybe\": use p2p=on or p2p=off"
+        );
+        let e = run_args(&["--device", "zz,p2p=on"])
+            .into_config()
+            .unwrap_err();
+        assert!(
+            e.starts_with("--device: \"zz\" is not a PCI address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn run_flags_become_a_config_with_flag_names_in_errors() {
+        let c = run_config([
+            "--kernel",
+            "/k",
+            "--memory",
+            "1G",
+            "--device",
+            "/sys/bus/pci/devices/0000:41:00.0",
+            "--device",
+            "42:00.0",
+        ])
+        .unwrap();
+        assert_eq!(c.memory_bytes, 1 << 30);
+        let addrs: Vec<&str> = c.devices.iter().map(|d| d.address.as_str()).collect();
+        assert_eq!(addrs, ["0000:41:00.0", "0000:42:00.0"]);
+        let err = run_config(["--kernel", "/k", "--device", "gpu0"]).unwrap_err();
+        assert!(
+            err.starts_with("--device: \"gpu0\" is not a PCI address"),
+            "{err}"
+        );
+        let err = run_config(["--kernel", "/k", "--cpus", "0"]).unwrap_err();
+        assert!(err.starts_with("--cpus: must be 1..=254"), "{err}");
+        assert!(
+            run_config(["--memory", "1G"]).is_err(),
+            "--kernel is required"
+        );
     }
 }

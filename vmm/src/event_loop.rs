@@ -232,9 +232,13 @@ impl MutEventSubscriber for VmmLoop {
 
     fn init(&mut self, ops: &mut EventOps) {
         if let Some((fd, _)) = &self.stdin {
-            if let Err(e) = ops.add(Events::with_data_raw(*fd, TAG_STDIN, EventSet::IN)) {
-                // epoll refuses regular files and /dev/null (EPERM): no input to forward.
-                log::info!("serial: stdin (fd {fd}) cannot be watched ({e:?}): no console input");
+            // A regular file or /dev/null as stdin cannot be polled (EPERM): the guest
+            // then simply gets no console input, which is what such a caller wants.
+            if ops
+                .add(Events::with_data_raw(*fd, TAG_STDIN, EventSet::IN))
+                .is_err()
+            {
+                log::debug!("stdin (fd {fd}) cannot be polled: no console input for the guest");
                 self.stdin = None;
             }
         }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod bar_placement;
 pub mod cli;
+pub mod coalesced_io;
 pub mod config;
 pub mod cpuid;
 pub mod ctl;
@@ -23,5 +24,6 @@ pub mod passthrough;
 pub mod pci_host;
 pub mod platform;
 pub mod regs;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -1,12 +1,15 @@
 //! Attaching host PCI devices with VFIO: one container for all groups, all guest RAM
 //! DMA-mapped once before any device can run, each device checked, opened, reset, given
-//! guest BAR addresses from the PCI windows and put on the guest's bus 0.
+//! guest BAR addresses from the PCI windows and put on the guest's bus 0. Devices with
+//! `p2p=on` also get their BARs DMA-mapped, through [`IommuDma`].
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use devices::vfio::{self, GroupError, VfioPciDevice, VfioPciError};
-use devices::vm_hooks::{IrqRouting, MemslotMapper};
+use devices::vfio::{
+    self, DeviceOptions, GroupError, RomChoice, RomError, RomImage, VfioPciDevice, VfioPciError,
+};
+use devices::vm_hooks::{DmaMapper, HookError, IrqRouting, MemslotMapper};
 use devices::{BusDevice, BusError};
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
 use kvm_ioctls::VmFd;
@@ -16,6 +19,7 @@ use vm_allocator::{AddressAllocator, AllocPolicy};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::bar_placement::BarPlacements;
+use crate::config::{DeviceConfig, RomConfig};
 use crate::memory::GuestMemoryMmap;
 use crate::vcpu::IoBuses;
 
@@ -50,6 +54,9 @@ pub enum PassthroughError {
     /// Device set-up.
     #[error(transparent)]
     Device(#[from] VfioPciError),
+    /// A `rom=` file.
+    #[error(transparent)]
+    Rom(#[from] RomError),
     /// Bus placement.
     #[error("{device}: cannot place BAR{bar} on the bus: {source}")]
     Bus {
@@ -83,6 +90,7 @@ pub enum PassthroughError {
 pub use crate::config::IommuMode;
 
 /// The IOMMU container of a VM, whichever interface it uses.
+#[derive(Clone)]
 enum Backend {
     Type1(Arc<VfioContainer>),
     Iommufd(Arc<VfioIommufd>),
@@ -134,6 +142,64 @@ impl Backend {
             }
         }
     }
+}
+
+/// DMA mappings of device BARs (p2p) in the VM's container or IOAS: IOVA = guest address.
+///
+/// type1 resolves the BAR mmap's PFNs and maps them. iommufd's IOMMU_IOAS_MAP pins user
+/// pages, which a BAR mmap (VM_PFNMAP) has none of, so kernels refuse it (EFAULT); the
+/// dma-buf path (VFIO_DEVICE_FEATURE_DMA_BUF + IOMMU_IOAS_MAP_FILE, Linux 6.19+) is not
+/// used yet. Auto mode therefore picks type1 for a VM with a p2p device.
+pub struct IommuDma {
+    backend: Backend,
+}
+
+impl DmaMapper for IommuDma {
+    fn map(&self, iova: u64, size: u64, host_addr: u64) -> Result<(), HookError> {
+        let len = usize::try_from(size)
+            .map_err(|_| HookError(format!("{size:#x} bytes do not fit this host")))?;
+        // SAFETY: host_addr..+size is a live mmap of a device BAR that the caller (the
+        // device's BAR mapping) keeps until after it calls `unmap` for this range; no Rust
+        // reference into it exists (the guest and devices reach it only by address).
+        let result = unsafe {
+            match &self.backend {
+                Backend::Type1(c) => c.vfio_dma_map(iova, len, host_addr as *mut u8),
+                Backend::Iommufd(i) => i.vfio_dma_map(iova, len, host_addr as *mut u8),
+            }
+        };
+        result.map_err(|e| match &self.backend {
+            Backend::Type1(_) => HookError(format!("VFIO_IOMMU_MAP_DMA (type1): {}", chain(&e))),
+            Backend::Iommufd(_) => HookError(format!(
+                "IOMMU_IOAS_MAP (iommufd): {}; iommufd cannot map device memory by its mmap (it pins pages, a BAR has none): use --iommu type1 for p2p=on",
+                chain(&e)
+            )),
+        })
+    }
+
+    fn unmap(&self, iova: u64, size: u64) -> Result<(), HookError> {
+        let len = usize::try_from(size)
+            .map_err(|_| HookError(format!("{size:#x} bytes do not fit this host")))?;
+        match &self.backend {
+            Backend::Type1(c) => c.vfio_dma_unmap(iova, len),
+            Backend::Iommufd(i) => i.vfio_dma_unmap(iova, len),
+        }
+        .map_err(|e| HookError(chain(&e)))
+    }
+}
+
+/// An error with the messages of its sources that it does not already show (vfio-ioctls'
+/// iommufd errors keep the errno in their source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Whether iommufd can serve `devices`: /dev/iommu exists and each device has a vfio cdev.
@@ -257,20 +323,33 @@ impl Passthrough {
     }
 }
 
-/// Checks, opens and attaches `specs` (addresses or sysfs paths), in order.
+/// Checks, opens and attaches `specs`, in order.
 pub fn attach(
-    specs: &[String],
+    specs: &[DeviceConfig],
     ctx: AttachContext<'_>,
 ) -> Result<Option<Passthrough>, PassthroughError> {
     if specs.is_empty() {
         return Ok(None);
     }
     let sys = Path::new("/sys/bus/pci/devices");
-    // Every device is checked before anything is opened, so a bad one leaves nothing behind.
+    // Every device and ROM file is checked before anything is opened, so a bad one leaves
+    // nothing behind.
     let hosts = specs
         .iter()
-        .map(|s| vfio::check_host_device(sys, s))
+        .map(|s| vfio::check_host_device(sys, &s.address))
         .collect::<Result<Vec<_>, _>>()?;
+    let roms = specs
+        .iter()
+        .zip(&hosts)
+        .map(|(s, h)| {
+            Ok(match &s.rom {
+                RomConfig::Device => RomChoice::Device,
+                RomConfig::Off => RomChoice::Hidden,
+                RomConfig::File(p) => RomChoice::Image(RomImage::load(&h.address, p)?),
+            })
+        })
+        .collect::<Result<Vec<_>, RomError>>()?;
+    let any_p2p = specs.iter().any(|s| s.p2p);
 
     let mut kvm_dev = kvm_create_device {
         type_: kvm_device_type_KVM_DEV_TYPE_VFIO,
@@ -284,6 +363,8 @@ pub fn attach(
     let kvm_vfio = Some(Arc::new(VfioDeviceFd::new_from_kvm(kvm_vfio)));
     let use_iommufd = match ctx.iommu {
         IommuMode::Type1 => false,
+        // iommufd cannot DMA-map BARs (IommuDma): type1 for p2p, when the host has it.
+        IommuMode::Auto if any_p2p && Path::new("/dev/vfio/vfio").exists() => false,
         IommuMode::Auto => iommufd_available(&hosts),
         IommuMode::Iommufd => {
             if !iommufd_available(&hosts) {
@@ -339,15 +420,21 @@ pub fn attach(
         devices: Vec::new(),
     };
 
-    for (h, vfio_dev) in hosts.iter().zip(opened) {
+    for (((h, vfio_dev), spec), rom) in hosts.iter().zip(opened).zip(specs).zip(roms) {
         let bars = &mut *ctx.bars;
         let mut place = |kind, size, _prefetch| bars.place(kind, size);
+        let p2p = spec.p2p.then(|| {
+            Arc::new(IommuDma {
+                backend: pass.backend.clone(),
+            }) as Arc<dyn DmaMapper>
+        });
         let dev = VfioPciDevice::new(
             h,
             vfio_dev,
             ctx.routing.clone(),
             ctx.memslots.clone(),
             &mut place,
+            DeviceOptions { p2p, rom },
         )?;
         let regions = dev.bars();
         let placements = ctx.bars.placements.clone();
@@ -406,4 +493,30 @@ pub fn attach(
         pass.devices.push(dev);
     }
     Ok(Some(pass))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed iommufd ioctl")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("map: {0}")]
+    struct ShowsItsSource(#[source] std::io::Error);
+
+    #[test]
+    fn error_chains_show_each_message_once() {
+        let efault = || std::io::Error::from_raw_os_error(libc::EFAULT);
+        assert_eq!(
+            chain(&Outer(efault())),
+            "failed iommufd ioctl: Bad address (os error 14)"
+        );
+        assert_eq!(
+            chain(&ShowsItsSource(efault())),
+            "map: Bad address (os error 14)"
+        );
+    }
 }

@@ -2,13 +2,16 @@
 //! MMIO exits to the buses. Everything else (interrupts, timers, HLT) stays inside KVM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 
 use devices::Bus;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use pci::{BarKind, BarMove};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::coalesced_io::CoalescedRing;
+use crate::seccomp::{SeccompFilters, ThreadKind};
 
 /// The PIO and MMIO buses shared by all vCPUs. BAR moves take the write lock between exits.
 #[derive(Default)]
@@ -19,9 +22,19 @@ pub struct IoBuses {
     pub mmio: RwLock<Bus>,
     /// BAR moves queued by config writes (made while a bus lock is held).
     pub bar_moves: Arc<Mutex<Vec<BarMove>>>,
+    /// Writes KVM queued instead of exiting (0xCF8), when this KVM can.
+    pub coalesced: OnceLock<CoalescedRing>,
 }
 
 impl IoBuses {
+    /// Replays the writes KVM queued since the last exit, so the exit being handled sees
+    /// the state the guest created before it.
+    fn replay_coalesced(&self) {
+        if let Some(ring) = self.coalesced.get() {
+            ring.replay(&(&self.pio, &self.mmio));
+        }
+    }
+
     /// Moves the bus ranges of BARs the guest reprogrammed. Called by a vCPU thread after
     /// a write exit, when it holds no bus lock.
     pub fn apply_bar_moves(&self) {
@@ -122,6 +135,12 @@ enum Flow {
 }
 
 fn handle_exit(index: u32, exit: VcpuExit<'_>, buses: &IoBuses, events: &VmEvents) -> Flow {
+    if matches!(
+        exit,
+        VcpuExit::IoIn(..) | VcpuExit::IoOut(..) | VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..)
+    ) {
+        buses.replay_coalesced();
+    }
     match exit {
         VcpuExit::IoIn(port, data) => {
             if !read_lock(&buses.pio).read(u64::from(port), data) {
@@ -198,20 +217,28 @@ pub fn run_loop(index: u32, mut vcpu: VcpuFd, buses: &IoBuses, events: &VmEvents
     }
 }
 
-/// Starts vCPU threads named `vcpu<N>`.
+/// Starts vCPU threads named `vcpu<N>`; each installs the `vcpu` seccomp filter of
+/// `filters` before its first KVM_RUN (and stops the VM as failed if it cannot).
 pub fn spawn_all(
     vcpus: Vec<VcpuFd>,
     buses: Arc<IoBuses>,
     events: Arc<VmEvents>,
+    filters: &Arc<SeccompFilters>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, vcpu) in vcpus.into_iter().enumerate() {
-        let (buses, events) = (buses.clone(), events.clone());
+        let (buses, events, filters) = (buses.clone(), events.clone(), filters.clone());
         let index = i as u32;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || run_loop(index, vcpu, &buses, &events))?,
+                .spawn(move || {
+                    if let Err(e) = filters.apply(ThreadKind::Vcpu) {
+                        events.fail(format!("vCPU {index}: {e}"));
+                        return;
+                    }
+                    run_loop(index, vcpu, &buses, &events)
+                })?,
         );
     }
     Ok(threads)

@@ -6,6 +6,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use super::p2p::DmaArea;
 use crate::vm_hooks::MemslotMapper;
 
 /// One mmapped area of a BAR.
@@ -141,6 +142,18 @@ impl BarMapping {
                 }
             }
         }
+    }
+
+    /// The mmapped areas, for DMA-mapping them (p2p).
+    pub fn dma_areas(&self) -> Vec<DmaArea> {
+        self.areas
+            .iter()
+            .map(|a| DmaArea {
+                offset: a.offset,
+                size: a.size,
+                host_addr: a.host as u64,
+            })
+            .collect()
     }
 
     /// Bytes directly mapped.

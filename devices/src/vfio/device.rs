@@ -15,16 +15,19 @@ use pci::{
     BarKind, BarRegion, BarSpec, ConfigSpace, ConfigWriteOutcome, MsiConfig, MsiLayout, MsixConfig,
     MsixLayout, PciDevice, PciHeader,
 };
-use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
+use vfio_ioctls::VfioDevice;
 
 use super::bar_guard::BarGuard;
 use super::bars::{mappable_areas, BarError, BarMapping};
+use super::device_io::VfioDeviceIo;
 use super::group::HostDevice;
 use super::interrupt_mode::{without_bit, written_bit, MSIX_ENABLE_BIT, MSI_ENABLE_BIT};
 use super::intx::Intx;
-use super::irq::{VfioIrqSetter, VfioVectors, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX};
+use super::irq::{VfioVectors, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX};
+use super::p2p::{DmaRange, P2pDma, P2pError};
 use super::reset::reset_device;
-use crate::vm_hooks::{BarPlacement, IrqRouting, MemslotMapper};
+use super::rom::{RomChoice, RomImage};
+use crate::vm_hooks::{BarPlacement, DmaMapper, IrqRouting, MemslotMapper};
 
 const CONFIG_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 const ROM_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_ROM_REGION_INDEX;
@@ -75,9 +78,22 @@ pub enum VfioPciError {
         /// Which window.
         window: &'static str,
     },
+    /// No room for the expansion ROM of a `rom=` file.
+    #[error("{device}: no room for the expansion ROM ({size:#x} bytes for the {len}-byte ROM file) in the guest's 32-bit PCI window")]
+    NoRomSpace {
+        /// Device address.
+        device: String,
+        /// ROM BAR size.
+        size: u64,
+        /// File size.
+        len: u64,
+    },
     /// Mapping a BAR.
     #[error(transparent)]
     Bar(#[from] BarError),
+    /// DMA-mapping a BAR for peer-to-peer DMA.
+    #[error(transparent)]
+    P2p(#[from] P2pError),
     /// Eventfds for the vectors.
     #[error("{device}: cannot create MSI-X eventfds: {source}")]
     EventFd {
@@ -90,6 +106,16 @@ pub enum VfioPciError {
 
 /// Chooses the guest address of a BAR (kind, size, prefetchable) → address.
 pub type BarPlacer<'a> = dyn FnMut(BarKind, u64, bool) -> Option<u64> + 'a;
+
+/// The per-device choices of a passthrough device (`--device BDF,p2p=on,rom=PATH`).
+#[derive(Default)]
+pub struct DeviceOptions {
+    /// DMA-map the BARs' mmapped areas at their guest addresses with this mapper, for
+    /// peer-to-peer DMA from the other passthrough devices (`p2p=on`); none by default.
+    pub p2p: Option<Arc<dyn DmaMapper>>,
+    /// The expansion ROM the guest sees.
+    pub rom: RomChoice,
+}
 
 struct Msix {
     config: MsixConfig,
@@ -108,7 +134,7 @@ struct Msi {
 /// A passthrough PCI function.
 pub struct VfioPciDevice {
     name: String,
-    vfio: Arc<VfioDevice>,
+    vfio: Box<dyn VfioDeviceIo>,
     shadow: ConfigSpace,
     /// Byte overrides of the device's config space (capability links, hidden entries).
     overrides: BTreeMap<u16, u8>,
@@ -121,6 +147,10 @@ pub struct VfioPciDevice {
     mappings: Vec<BarMapping>,
     mapper: Arc<dyn MemslotMapper>,
     guard: BarGuard,
+    /// IOMMU mappings of the BARs (`p2p=on`).
+    p2p: Option<P2pDma>,
+    /// The ROM image from a file, if the guest reads that instead of the device's ROM.
+    rom_image: Option<RomImage>,
     shut_down: bool,
 }
 
@@ -131,21 +161,41 @@ fn read_u32(cfg: &[u8], at: usize) -> u32 {
 
 impl VfioPciDevice {
     /// Resets the device, reads its config space, places its BARs with `place`, maps them
-    /// and prepares MSI-X.
+    /// (in the IOMMU too with `p2p`), sets up its ROM and prepares MSI-X.
     pub fn new(
         host: &HostDevice,
         vfio: Arc<VfioDevice>,
         routing: Arc<dyn IrqRouting>,
         mapper: Arc<dyn MemslotMapper>,
         place: &mut BarPlacer<'_>,
+        options: DeviceOptions,
     ) -> Result<Self, VfioPciError> {
-        let name = host.address.clone();
+        Self::with_io(
+            host.address.clone(),
+            Box::new(vfio),
+            routing,
+            mapper,
+            place,
+            options,
+        )
+    }
+
+    /// As [`Self::new`] over any [`VfioDeviceIo`] (tests and fuzzing use an in-memory
+    /// device); `name` is the device address used in errors.
+    pub fn with_io(
+        name: String,
+        vfio: Box<dyn VfioDeviceIo>,
+        routing: Arc<dyn IrqRouting>,
+        mapper: Arc<dyn MemslotMapper>,
+        place: &mut BarPlacer<'_>,
+        options: DeviceOptions,
+    ) -> Result<Self, VfioPciError> {
         let cfg_err = |reason: String| VfioPciError::Config {
             device: name.clone(),
             reason,
         };
-        reset_device(&name, &vfio, "attach");
-        let cfg_size = vfio.get_region_size(CONFIG_REGION).min(4096) as usize;
+        reset_device(&name, vfio.as_ref(), "attach");
+        let cfg_size = vfio.region_size(CONFIG_REGION).min(4096) as usize;
         if cfg_size < 64 {
             return Err(cfg_err(format!("config region is only {cfg_size} bytes")));
         }
@@ -170,7 +220,7 @@ impl VfioPciDevice {
         let mut region_offsets = BTreeMap::new();
         let mut bar_specs = Vec::new();
         for (index, info) in pci::decode_bars(&raw) {
-            let size = vfio.get_region_size(u32::from(index));
+            let size = vfio.region_size(u32::from(index));
             if size == 0 {
                 continue;
             }
@@ -198,17 +248,37 @@ impl VfioPciDevice {
                     },
                 )
                 .map_err(|e| cfg_err(format!("BAR{index}: {e}")))?;
-            region_offsets.insert(index, vfio.get_region_offset(u32::from(index)));
+            region_offsets.insert(index, vfio.region_offset(u32::from(index)));
             bar_specs.push((index, info.kind, size, addr));
         }
-        let rom_size = vfio.get_region_size(ROM_REGION);
-        if rom_size > 0 {
-            let size = rom_size.next_power_of_two().max(2048);
-            if let Some(addr) = place(BarKind::Mem32, size, false) {
+        let mut rom_image = None;
+        match options.rom {
+            RomChoice::Device => {
+                let rom_size = vfio.region_size(ROM_REGION);
+                if rom_size > 0 {
+                    let size = rom_size.next_power_of_two().max(2048);
+                    match place(BarKind::Mem32, size, false) {
+                        Some(addr) => shadow
+                            .add_rom(size, addr)
+                            .map_err(|e| cfg_err(format!("ROM: {e}")))?,
+                        None => log::warn!(
+                            "{name}: no room for its {size:#x}-byte expansion ROM in the guest's 32-bit PCI window: the guest sees none"
+                        ),
+                    }
+                }
+            }
+            RomChoice::Hidden => {}
+            RomChoice::Image(image) => {
+                let size = image.bar_size();
+                let addr = place(BarKind::Mem32, size, false).ok_or(VfioPciError::NoRomSpace {
+                    device: name.clone(),
+                    size,
+                    len: image.len(),
+                })?;
                 shadow
                     .add_rom(size, addr)
                     .map_err(|e| cfg_err(format!("ROM: {e}")))?;
-                region_offsets.insert(pci::ROM_BAR_INDEX, vfio.get_region_offset(ROM_REGION));
+                rom_image = Some(image);
             }
         }
 
@@ -216,9 +286,7 @@ impl VfioPciDevice {
         // extended capabilities nulled.
         let mut overrides = BTreeMap::new();
         let intx_pin = raw[usize::from(INTERRUPT_PIN)];
-        let has_intx = vfio
-            .get_irq_info(INTX_IRQ_INDEX)
-            .is_some_and(|i| i.count > 0);
+        let has_intx = vfio.irq_info(INTX_IRQ_INDEX).is_some_and(|i| i.count > 0);
         let intx_pin = if has_intx && (1..=4).contains(&intx_pin) {
             intx_pin
         } else {
@@ -241,14 +309,14 @@ impl VfioPciDevice {
                 let config = MsixConfig::new(u16::from(off), layout)
                     .map_err(|e| cfg_err(format!("MSI-X capability: {e}")))?;
                 let resizable = vfio
-                    .get_irq_info(MSIX_IRQ_INDEX)
+                    .irq_info(MSIX_IRQ_INDEX)
                     .is_some_and(|i| i.flags & IRQ_INFO_NORESIZE == 0);
                 let vectors = VfioVectors::new(
                     MSIX_IRQ_INDEX,
                     &name,
                     layout.table_size,
                     routing.clone(),
-                    Box::new(VfioIrqSetter(vfio.clone())),
+                    vfio.irq_setter(),
                     resizable,
                 )
                 .map_err(|source| VfioPciError::EventFd {
@@ -276,7 +344,7 @@ impl VfioPciDevice {
                     &name,
                     u16::from(layout.vectors),
                     routing.clone(),
-                    Box::new(VfioIrqSetter(vfio.clone())),
+                    vfio.irq_setter(),
                     false,
                 )
                 .map_err(|source| VfioPciError::EventFd {
@@ -293,51 +361,16 @@ impl VfioPciDevice {
             None => None,
         };
 
-        // mmap every mappable BAR area, leaving the MSI-X pages to trap.
-        let mut mappings = Vec::new();
-        for (index, kind, _size, addr) in bar_specs {
-            let flags = vfio.get_region_flags(u32::from(index));
-            if kind == BarKind::Io || flags & REGION_FLAG_MMAP == 0 {
-                continue;
-            }
-            let sparse: Option<Vec<Range<u64>>> = vfio
-                .get_region_caps(u32::from(index))
-                .iter()
-                .find_map(|c| match c {
-                    VfioRegionInfoCap::SparseMmap(s) => Some(
-                        s.areas
-                            .iter()
-                            .map(|a| a.offset..a.offset + a.size)
-                            .collect(),
-                    ),
-                    _ => None,
-                });
-            let mut traps = Vec::new();
-            if let Some(m) = &msix {
-                let l = m.config.layout();
-                if l.table_bir == index {
-                    traps.push(l.table_range());
-                }
-                if l.pba_bir == index {
-                    traps.push(l.pba_range());
-                }
-            }
-            let region_size = vfio.get_region_size(u32::from(index));
-            let areas = mappable_areas(region_size, sparse.as_deref(), &traps, PAGE_SIZE);
-            if areas.is_empty() {
-                continue;
-            }
-            use std::os::fd::AsRawFd;
-            let mut m = BarMapping::mmap(
-                &name,
-                vfio.as_raw_fd(),
-                index,
-                region_offsets[&index],
-                &areas,
-            )?;
-            m.install(&name, addr, &mapper)?;
-            mappings.push(m);
-        }
+        let mut p2p = options.p2p.map(|m| P2pDma::new(&name, m));
+        let mappings = map_bars(
+            &name,
+            vfio.as_ref(),
+            &bar_specs,
+            &region_offsets,
+            msix.as_ref().map(|m| m.config.layout()),
+            &mapper,
+            p2p.as_mut(),
+        )?;
 
         Ok(Self {
             name,
@@ -352,6 +385,8 @@ impl VfioPciDevice {
             mappings,
             mapper,
             guard: BarGuard::default(),
+            p2p,
+            rom_image,
             shut_down: false,
         })
     }
@@ -360,6 +395,16 @@ impl VfioPciDevice {
     /// of this device's BARs where they are now).
     pub fn set_bar_placement(&mut self, placement: Arc<dyn BarPlacement>) {
         self.guard.set_placement(placement, &self.shadow.bars());
+    }
+
+    /// Whether the BARs are DMA-mapped for peer-to-peer DMA (`p2p=on`).
+    pub fn p2p(&self) -> bool {
+        self.p2p.is_some()
+    }
+
+    /// The IOVA ranges DMA-mapped for peer-to-peer DMA now (empty without `p2p=on`).
+    pub fn p2p_ranges(&self) -> Vec<DmaRange> {
+        self.p2p.as_ref().map(P2pDma::ranges).unwrap_or_default()
     }
 
     /// Host address of the device (for errors and `vm.info`).
@@ -398,7 +443,7 @@ impl VfioPciDevice {
             &self.name,
             gsi,
             self.routing.clone(),
-            Box::new(VfioIrqSetter(self.vfio.clone())),
+            self.vfio.irq_setter(),
         )
         .map_err(|source| VfioPciError::EventFd {
             device: self.name.clone(),
@@ -443,6 +488,11 @@ impl VfioPciDevice {
                 if let Err(e) = m.install(&self.name, mv.new_addr, &self.mapper) {
                     log::warn!("{e}");
                 }
+            }
+        }
+        if let Some(p2p) = &mut self.p2p {
+            for e in p2p.follow(&vetted.accepted.bar_moves) {
+                log::warn!("{e}");
             }
         }
         vetted.accepted
@@ -497,11 +547,21 @@ fn write_interrupt_cap(
 }
 
 fn overlaps(offset: u16, len: usize, r: &Range<u16>) -> bool {
-    offset < r.end && offset + len as u16 > r.start
+    offset < r.end && usize::from(offset) + len > usize::from(r.start)
+}
+
+/// The access stays inside the 4 KiB config space (the config bus never sends one that
+/// does not, but the offset type allows it).
+fn in_config_space(offset: u16, len: usize) -> bool {
+    usize::from(offset) + len <= pci::CONFIG_SPACE_SIZE
 }
 
 impl PciDevice for VfioPciDevice {
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
+        if !in_config_space(offset, data.len()) {
+            data.fill(0xff);
+            return;
+        }
         if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
             self.shadow.read(offset, data);
             return;
@@ -522,6 +582,9 @@ impl PciDevice for VfioPciDevice {
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> ConfigWriteOutcome {
+        if !in_config_space(offset, data.len()) {
+            return ConfigWriteOutcome::default();
+        }
         if overlaps(offset, data.len(), &BARS) || overlaps(offset, data.len(), &ROM_REG) {
             let outcome = self.shadow.write(offset, data);
             return self.move_bars(outcome);
@@ -592,6 +655,12 @@ impl PciDevice for VfioPciDevice {
                 return;
             }
         }
+        if bar == pci::ROM_BAR_INDEX {
+            if let Some(image) = &self.rom_image {
+                image.read(offset, data);
+                return;
+            }
+        }
         self.vfio.region_read(self.region_of(bar), data, offset);
     }
 
@@ -622,8 +691,8 @@ impl PciDevice for VfioPciDevice {
 }
 
 impl VfioPciDevice {
-    /// Quiesces the device for teardown: interrupts disarmed, BAR memslots removed and
-    /// unmapped, device reset. Idempotent; also done on drop.
+    /// Quiesces the device for teardown: interrupts disarmed, BARs unmapped from the IOMMU
+    /// (p2p), BAR memslots removed and unmapped, device reset. Idempotent; also done on drop.
     pub fn shutdown(&mut self) {
         if self.shut_down {
             return;
@@ -638,16 +707,253 @@ impl VfioPciDevice {
         if let Some(intx) = &mut self.intx {
             intx.disable();
         }
+        if let Some(p2p) = &mut self.p2p {
+            p2p.unmap_all();
+        }
         for m in &mut self.mappings {
             m.remove(&self.mapper);
         }
         self.mappings.clear();
-        reset_device(&self.name, &self.vfio, "teardown");
+        reset_device(&self.name, self.vfio.as_ref(), "teardown");
     }
 }
 
 impl Drop for VfioPciDevice {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// mmaps every mappable area of the memory BARs in `specs` (index, kind, size, guest
+/// address), leaving the MSI-X table and PBA pages to trap, installs them as memslots and,
+/// with `p2p`, maps them in the IOMMU. On error nothing stays installed or mapped.
+fn map_bars(
+    name: &str,
+    vfio: &dyn VfioDeviceIo,
+    specs: &[(u8, BarKind, u64, u64)],
+    region_offsets: &BTreeMap<u8, u64>,
+    msix: Option<&MsixLayout>,
+    mapper: &Arc<dyn MemslotMapper>,
+    mut p2p: Option<&mut P2pDma>,
+) -> Result<Vec<BarMapping>, VfioPciError> {
+    let mut mappings: Vec<BarMapping> = Vec::new();
+    let result = (|| {
+        for &(index, kind, _size, addr) in specs {
+            let flags = vfio.region_flags(u32::from(index));
+            if kind == BarKind::Io || flags & REGION_FLAG_MMAP == 0 {
+                continue;
+            }
+            let sparse = vfio.region_sparse_areas(u32::from(index));
+            let mut traps = Vec::new();
+            if let Some(l) = msix {
+                if l.table_bir == index {
+                    traps.push(l.table_range());
+                }
+                if l.pba_bir == index {
+                    traps.push(l.pba_range());
+                }
+            }
+            let region_size = vfio.region_size(u32::from(index));
+            let areas = mappable_areas(region_size, sparse.as_deref(), &traps, PAGE_SIZE);
+            if areas.is_empty() {
+                continue;
+            }
+            let mut m =
+                BarMapping::mmap(name, vfio.mmap_fd(), index, region_offsets[&index], &areas)?;
+            m.install(name, addr, mapper)?;
+            mappings.push(m);
+            let m = &mappings[mappings.len() - 1];
+            if let Some(p2p) = p2p.as_deref_mut() {
+                p2p.map_bar(index, addr, m.dma_areas())?;
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(mappings),
+        Err(e) => {
+            if let Some(p2p) = p2p {
+                p2p.unmap_all();
+            }
+            for m in &mut mappings {
+                m.remove(mapper);
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfio::fake::{bar_placer, FakeKvm, FakeVfioDevice, KvmState};
+    use pci::msix::{MSIX_CONTROL_ENABLE, MSIX_CONTROL_FUNCTION_MASK};
+
+    const MSIX_CAP: u16 = 0xb0;
+    const MSI_CAP: u16 = 0x48;
+    const TABLE: u64 = 0xb9_0000;
+    const PBA: u64 = 0xba_0000;
+
+    fn h200() -> (VfioPciDevice, FakeVfioDevice, Arc<FakeKvm>) {
+        let fake = FakeVfioDevice::h200().unwrap_or_else(|e| {
+            panic!(
+                "H200 fixture in {}: {e}",
+                crate::vfio::fake::h200_fixture_dir().display()
+            )
+        });
+        let kvm = Arc::new(FakeKvm::new());
+        let mut place = bar_placer();
+        let dev = VfioPciDevice::with_io(
+            "0000:41:00.0".into(),
+            Box::new(fake.clone()),
+            kvm.clone(),
+            kvm.clone(),
+            &mut place,
+            DeviceOptions::default(),
+        )
+        .unwrap();
+        (dev, fake, kvm)
+    }
+
+    fn read32(d: &mut VfioPciDevice, offset: u16) -> u32 {
+        let mut b = [0u8; 4];
+        d.read_config(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn write32(d: &mut VfioPciDevice, offset: u16, v: u32) -> ConfigWriteOutcome {
+        d.write_config(offset, &v.to_le_bytes())
+    }
+
+    fn table_write(d: &mut VfioPciDevice, offset: u64, v: u32) {
+        d.bar_write(0, TABLE + offset, &v.to_le_bytes());
+    }
+
+    fn table_read(d: &mut VfioPciDevice, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        d.bar_read(0, TABLE + offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn h200_bars_are_shadowed_and_size_like_the_device() {
+        let (mut d, fake, _kvm) = h200();
+        assert_eq!(fake.resets(), 1, "reset before reading config");
+        let bars: Vec<(u8, BarKind, u64)> =
+            d.bars().iter().map(|b| (b.index, b.kind, b.size)).collect();
+        assert_eq!(
+            bars,
+            [
+                (0, BarKind::Mem64, 16 << 20),
+                (2, BarKind::Mem64, 256 << 30),
+                (4, BarKind::Mem64, 32 << 20)
+            ]
+        );
+        for b in d.bars() {
+            assert_eq!(b.addr % b.size, 0, "BAR{} aligned", b.index);
+            let reg = 0x10 + 4 * u16::from(b.index);
+            // Sizing: all-ones to both halves reads back the size mask and the type bits.
+            write32(&mut d, reg, u32::MAX);
+            write32(&mut d, reg + 4, u32::MAX);
+            let mask = u64::from(read32(&mut d, reg + 4)) << 32 | u64::from(read32(&mut d, reg));
+            assert_eq!(mask & !0xf, !(b.size - 1), "BAR{}", b.index);
+            assert_eq!(mask & 0xf, 0xc, "64-bit prefetchable");
+        }
+        // The device's own BAR registers were never written.
+        assert_eq!(
+            fake.config()[0x10..0x28],
+            FakeVfioDevice::h200().unwrap().config()[0x10..0x28]
+        );
+        // Identity comes from the device; INTx is hidden until attached.
+        assert_eq!(read32(&mut d, 0), 0x2335_10de);
+        let mut pin = [0u8];
+        d.read_config(INTERRUPT_PIN, &mut pin);
+        assert_eq!(pin, [0]);
+    }
+
+    #[test]
+    fn h200_msix_through_the_trapped_table() {
+        let (mut d, fake, kvm) = h200();
+        // Control word: 9 vectors, disabled (the capture had it enabled by its guest).
+        assert_eq!(read32(&mut d, MSIX_CAP) >> 16, 8);
+        write32(&mut d, MSIX_CAP, u32::from(MSIX_CONTROL_ENABLE) << 16);
+        assert_eq!(fake.irq_mode(), (Some(MSIX_IRQ_INDEX), 1));
+        assert!(d.armed_vectors().is_empty());
+        // Vector 3: address, data, unmask.
+        table_write(&mut d, 3 * 16, 0xfee0_1000);
+        table_write(&mut d, 3 * 16 + 8, 0x4023);
+        assert_eq!(table_read(&mut d, 3 * 16 + 12), 1, "starts masked");
+        table_write(&mut d, 3 * 16 + 12, 0);
+        assert_eq!(d.armed_vectors(), [3]);
+        assert_eq!(fake.irq_mode(), (Some(MSIX_IRQ_INDEX), 4));
+        assert_eq!(table_read(&mut d, 3 * 16), 0xfee0_1000);
+        let mut pba = [0u8; 8];
+        d.bar_read(0, PBA, &mut pba);
+        assert_eq!(pba, [0; 8]);
+        assert_eq!(kvm.state().irqfds.len(), 1);
+        // Function mask drops the irqfd; VFIO keeps the trigger, so an interrupt while
+        // masked waits in the eventfd and is injected when the irqfd returns.
+        write32(
+            &mut d,
+            MSIX_CAP,
+            u32::from(MSIX_CONTROL_ENABLE | MSIX_CONTROL_FUNCTION_MASK) << 16,
+        );
+        assert!(kvm.state().irqfds.is_empty());
+        assert_eq!(d.armed_vectors(), [3]);
+        write32(&mut d, MSIX_CAP, u32::from(MSIX_CONTROL_ENABLE) << 16);
+        assert_eq!(kvm.state().irqfds.len(), 1);
+        write32(&mut d, MSIX_CAP, 0);
+        assert_eq!(fake.irq_mode(), (None, 0));
+        assert!(
+            fake.refused_irq_calls().is_empty(),
+            "{:?}",
+            fake.refused_irq_calls()
+        );
+        assert!(kvm.misuse().is_empty(), "{:?}", kvm.misuse());
+    }
+
+    /// Found by fuzz target config_space: a read at 0xfffe overflowed the byte offsets
+    /// (`offset + i as u16`) and panicked.
+    #[test]
+    fn accesses_past_the_config_space_read_all_ones_and_write_nothing() {
+        let (mut d, fake, _kvm) = h200();
+        let before = fake.config();
+        for offset in [0xfff, 0xffe, 0x1000, 0xfffe, 0xffff] {
+            let mut b = [0u8; 4];
+            d.read_config(offset, &mut b);
+            assert_eq!(b, [0xff; 4], "read at {offset:#x}");
+            let out = d.write_config(offset, &[0; 4]);
+            assert!(out.bar_moves.is_empty());
+        }
+        // The last dword and byte are still in range.
+        let mut b = [0u8; 4];
+        d.read_config(0xffc, &mut b);
+        assert_eq!(b, before[0xffc..].as_ref());
+        assert_eq!(fake.config(), before);
+    }
+
+    #[test]
+    fn h200_msi_and_teardown_leave_nothing_behind() {
+        let (mut d, fake, kvm) = h200();
+        // MSI: 64-bit address, data, enable one vector.
+        write32(&mut d, MSI_CAP + 4, 0xfee0_0000);
+        write32(&mut d, MSI_CAP + 8, 0);
+        write32(&mut d, MSI_CAP + 12, 0x41);
+        write32(
+            &mut d,
+            MSI_CAP,
+            u32::from(pci::msi::MSI_CONTROL_ENABLE) << 16,
+        );
+        assert_eq!(d.armed_msi_vectors(), [0]);
+        assert_eq!(fake.irq_mode(), (Some(MSI_IRQ_INDEX), 1));
+        d.shutdown();
+        assert_eq!(fake.irq_mode(), (None, 0));
+        assert_eq!(kvm.state(), KvmState::default());
+        assert!(kvm.misuse().is_empty(), "{:?}", kvm.misuse());
+        assert!(
+            fake.refused_irq_calls().is_empty(),
+            "{:?}",
+            fake.refused_irq_calls()
+        );
     }
 }

@@ -40,6 +40,23 @@ rig_wait_for() {
     done
 }
 
+# rig_find_pci VENDOR:DEVICE (0x1af4:0x1110): the sysfs directory of the first such PCI
+# function; fails when there is none.
+rig_find_pci() {
+    for _d in /sys/bus/pci/devices/*; do
+        [ "$(cat "$_d/vendor"):$(cat "$_d/device")" = "$1" ] && { echo "$_d"; return 0; }
+    done
+    return 1
+}
+
+# rig_bar DEVDIR N: the start address of resource N (BAR N; 6 is the ROM) from sysfs.
+# rig_bar_size DEVDIR N: its size in bytes.
+rig_bar() { sed -n "$(($2 + 1))p" "$1/resource" | cut -d' ' -f1; }
+rig_bar_size() {
+    _line=$(sed -n "$(($2 + 1))p" "$1/resource")
+    echo $(( $(echo "$_line" | cut -d' ' -f2) - $(echo "$_line" | cut -d' ' -f1) + 1 ))
+}
+
 # rig_pattern LETTER SECTOR: the 512-byte content of SECTOR in pattern LETTER
 # (the disk images carry pattern A on nvme and C on nvme2 in their first MiB).
 rig_pattern() {
@@ -80,4 +97,65 @@ rig_run_l2() {
     timeout -k 5 "${L2_TIMEOUT:-120}" "$@"
     RIG_L2_RC=$?
     echo "RIG-L2-EXIT rc=$RIG_L2_RC"
+}
+
+# ---- PCI devices through sysfs (used on both sides of the `gpu` scenario) ----
+
+# rig_cfg CONFIG_FILE OFFSET BYTES: the little-endian value (decimal) of BYTES bytes (1, 2
+# or 4) at OFFSET of a sysfs `config` file; fails when the file is shorter.
+rig_cfg() {
+    _v=0 _s=0
+    for _b in $(od -An -tu1 -j "$(($2))" -N "$3" "$1" 2>/dev/null); do
+        _v=$((_v | (_b << _s)))
+        _s=$((_s + 8))
+    done
+    [ "$_s" = $(($3 * 8)) ] && echo "$_v"
+}
+
+# rig_pci_cap CONFIG_FILE ID: the offset (decimal) of the first capability ID in the
+# standard capability list; fails when there is none.
+rig_pci_cap() {
+    _st=$(rig_cfg "$1" 6 2) || return 1
+    [ $((_st & 0x10)) != 0 ] || return 1
+    _p=$(($(rig_cfg "$1" 0x34 1) & 0xfc)) _n=0
+    while [ "$_p" -ge 64 ] && [ "$_n" -lt 48 ]; do
+        [ "$(rig_cfg "$1" "$_p" 1)" = $(($2)) ] && echo "$_p" && return 0
+        _p=$(($(rig_cfg "$1" $((_p + 1)) 1) & 0xfc))
+        _n=$((_n + 1))
+    done
+    return 1
+}
+
+# rig_msix_vectors CONFIG_FILE: the MSI-X table size of the device, 0 without MSI-X.
+rig_msix_vectors() {
+    if _c=$(rig_pci_cap "$1" 0x11); then
+        echo $(( ($(rig_cfg "$1" $((_c + 2)) 2) & 0x7ff) + 1 ))
+    else
+        echo 0
+    fi
+}
+
+# rig_bars DEVICE_DIR: the six BARs of a PCI device from its sysfs `resource`, one word
+# each: TYPE/SIZE (TYPE io, m32 or m64, with p when prefetchable; SIZE in hex bytes), or -
+# for a BAR that is not implemented (or is the upper half of a 64-bit one).
+rig_bars() {
+    _out= _i=0
+    while [ "$_i" -lt 6 ] && read -r _s _e _f; do
+        if [ $((_e)) = 0 ] || [ $((_f & 0x300)) = 0 ]; then
+            _w=-
+        else
+            if [ $((_f & 0x100)) != 0 ]; then
+                _t=io
+            elif [ $((_f & 0x100000)) != 0 ]; then
+                _t=m64
+            else
+                _t=m32
+            fi
+            [ $((_f & 0x2000)) != 0 ] && _t=${_t}p
+            _w=$_t/$(printf '%x' $((_e - _s + 1)))
+        fi
+        _out="$_out${_out:+ }$_w"
+        _i=$((_i + 1))
+    done < "$1/resource"
+    echo "$_out"
 }

@@ -8,7 +8,9 @@
 #   L2 boot          ... RIG-STAGE l2-init
 #   assertion        ... RIG-RESULT l2 PASS, RIG-RESULT l1 PASS, post.sh checks
 
-# PCI slot of each emulated device on L1's root bus (one IOMMU group each).
+# PCI slot of each emulated device on L1's root bus (one IOMMU group each). edu DMAs to
+# any 64-bit address (its default mask is 28 bits: no BAR is that low) and has an
+# expansion ROM (EDU_ROM, made by lib/mkrom), the only L1 device with one.
 declare -A DEV_SLOT=([nvme]=02 [nvme2]=03 [e1000e]=04 [bochs]=05 [edu]=06 [ivshmem]=07)
 declare -A DEV_VAR=([nvme]=NVME_BDF [nvme2]=NVME2_BDF [e1000e]=E1000E_BDF
     [bochs]=BOCHS_BDF [edu]=EDU_BDF [ivshmem]=IVSHMEM_BDF)
@@ -32,7 +34,7 @@ l1_command() {
         -netdev user,id=net0,restrict=on
         -device "e1000e,netdev=net0,romfile=,addr=${DEV_SLOT[e1000e]}.0"
         -device "bochs-display,addr=${DEV_SLOT[bochs]}.0"
-        -device "edu,addr=${DEV_SLOT[edu]}.0"
+        -device "edu,addr=${DEV_SLOT[edu]}.0,dma_mask=0xffffffffffffffff,romfile=$EDU_ROM"
         -object "memory-backend-file,id=shm0,size=$IVSHMEM_SIZE,mem-path=$IVSHMEM_FILE,share=on,prealloc=off"
         -device "ivshmem-plain,memdev=shm0,addr=${DEV_SLOT[ivshmem]}.0"
         -fsdev local,id=root,path=/,security_model=none,readonly=on,multidevs=remap
@@ -67,6 +69,9 @@ current_stage() {
     esac
 }
 
+# stop_pid SIGNAL PID: how the watchdog stops L1 (hardware mode stops the script's session).
+stop_pid() { kill -"$1" "$2" 2>/dev/null; }
+
 # watchdog PID: kill L1 when a stage or the whole run takes too long.
 watchdog() {
     local pid=$1 start=$SECONDS since=$SECONDS seen=0 n why=
@@ -83,13 +88,13 @@ watchdog() {
             continue
         fi
         echo "$why" > "$RUN_DIR/timeout"
-        log "$why; stopping L1"
-        kill -TERM "$pid" 2>/dev/null
+        log "$why; stopping ${STOPPING:-L1}"
+        stop_pid TERM "$pid"
         for _ in 1 2 3 4 5 6 7 8 9 10; do
             kill -0 "$pid" 2>/dev/null || return
             sleep 0.5
         done
-        kill -KILL "$pid" 2>/dev/null
+        stop_pid KILL "$pid"
         return
     done
 }
@@ -137,9 +142,10 @@ verdict() {
     passed=$(count '^RIG-CHECK [^ ]* PASS')
     VERDICT_STAGE= VERDICT_REASON=
     because() { VERDICT_STAGE=$1 VERDICT_REASON=${timeout:-${fail:-$2}}; }
-    if [ "$(count '^RIG-STAGE l1-init')" = 0 ]; then
+    # Hardware mode has no L1: its set-up failures end the run before this.
+    if [ "$HW_MODE" != 1 ] && [ "$(count '^RIG-STAGE l1-init')" = 0 ]; then
         because 'L1 boot' "L1 never reached its init (L1 QEMU exit code $L1_RC)"
-    elif [ "$(count '^RIG-STAGE l1-up')" = 0 ]; then
+    elif [ "$HW_MODE" != 1 ] && [ "$(count '^RIG-STAGE l1-up')" = 0 ]; then
         because 'L1 boot' "L1 init did not finish (L1 QEMU exit code $L1_RC)"
     elif [ "$(count '^RIG-STAGE l1-script')" = 0 ]; then
         because 'scenario set-up' "L1 did not get to the scenario's l1.sh"

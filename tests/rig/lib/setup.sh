@@ -1,11 +1,14 @@
 # Rig set-up on L0 (sourced by tests/rig/run; bash). Everything here is idempotent
 # and cached under $RIG_DIR; callers hold the set-up lock.
 
-# Debian packages the rig needs on L0. bookworm's qemu-system-x86 (7.2) makes apt
-# remove a newer qemu-utils (backports' 10.0 on the project's machines), so
-# qemu-utils is listed too: qemu-img stays available, in the matching version.
+# Debian packages the rig needs on L0 (QEMU separately: setup_qemu).
 # jq: scenario scripts in L1 read conduit's JSON output with L0's jq.
-RIG_PACKAGES=(qemu-system-x86 qemu-utils busybox-static kmod cpio jq)
+RIG_PACKAGES=(busybox-static kmod cpio jq)
+# L1's emulator must be QEMU 10 or newer. With bookworm's 7.2, L1 crashed in runs with
+# many short L2 lifetimes: "stack guard page was hit" in error_entry in the L2 VMM's vCPU
+# thread, soft lockups in swapper and kworkers, L1 silent (4 of 9 api-leaks runs, and the
+# teardown hangs of boot-pvh and host); with backports' 10.0 none in the runs since.
+RIG_QEMU_MAJOR=10
 # L1 initramfs modules (with their dependencies); L2's are for the guest drivers.
 # A scenario's meta adds more with L1_EXTRA_MODULES="nvme ..." (loaded after these, so
 # e.g. the nvme starts bound to L1's nvme driver unless BIND names it).
@@ -32,6 +35,37 @@ setup_packages() {
     apt_update_once
     export DEBIAN_FRONTEND=noninteractive
     run_logged timeout 900 apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+qemu_major() {
+    qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p'
+}
+
+# QEMU >= RIG_QEMU_MAJOR (and the matching qemu-utils), from bookworm-backports on
+# bookworm (the source is added as a file of its own; nothing else comes from it).
+setup_qemu() {
+    local major codename t=()
+    major=$(qemu_major)
+    [ -n "$major" ] && [ "$major" -ge "$RIG_QEMU_MAJOR" ] && return 0
+    [ "$(id -u)" = 0 ] || { log "QEMU ${major:-none} installed, the rig needs >= $RIG_QEMU_MAJOR; not root"; return 1; }
+    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    if [ "$codename" = bookworm ]; then
+        if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            log "adding bookworm-backports (for QEMU $RIG_QEMU_MAJOR) as /etc/apt/sources.list.d/conduit-rig-backports.sources"
+            printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+                'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+                > /etc/apt/sources.list.d/conduit-rig-backports.sources || return 1
+            APT_UPDATED=0
+        fi
+        t=(-t bookworm-backports)
+    fi
+    log "installing QEMU >= $RIG_QEMU_MAJOR (found ${major:-none})"
+    apt_update_once
+    DEBIAN_FRONTEND=noninteractive run_logged timeout 900 \
+        apt-get install -y --no-install-recommends "${t[@]}" qemu-system-x86 qemu-utils || return 1
+    major=$(qemu_major)
+    [ -n "$major" ] && [ "$major" -ge "$RIG_QEMU_MAJOR" ] ||
+        { log "QEMU ${major:-none} after the install; the rig needs >= $RIG_QEMU_MAJOR"; return 1; }
 }
 
 # The stock Debian kernel (what linux-image-amd64 depends on), extracted to
@@ -93,6 +127,7 @@ setup_disk_images() {
 setup_all() {
     mkdir -p "$RIG_DIR/logs" "$RIG_DIR/runs" || return 1
     setup_packages || return 1
+    setup_qemu || return 1
     setup_debian_kernel || return 1
     setup_disk_images || return 1
 }

@@ -9,6 +9,7 @@ use crate::event_loop::Outcome;
 use crate::host::inventory::{self, ListFilter};
 use crate::host::sysfs::PciId;
 use crate::host::HostRoot;
+use crate::seccomp::VmSeccomp;
 use crate::vm::{Vm, VmError, VmInfo, VmState};
 
 /// Maps a [`VmError`] to its HTTP answer: invalid configuration 400, wrong state 409,
@@ -33,6 +34,9 @@ fn no_vm() -> ApiError {
 pub struct VmBackend {
     slot: Mutex<Option<Arc<Vm>>>,
     host: Option<HostRoot>,
+    /// How VMs created through the API are confined (the built-in filters, `on`, when
+    /// unset).
+    seccomp: Option<VmSeccomp>,
 }
 
 impl VmBackend {
@@ -46,7 +50,15 @@ impl VmBackend {
         Self {
             slot: Mutex::new(Some(vm)),
             host: None,
+            seccomp: None,
         }
+    }
+
+    /// Creates VMs with `seccomp` (the CLI gives its spawner, so that VMs booted from API
+    /// threads run under the `vmm` filter, not theirs).
+    pub fn with_seccomp(mut self, seccomp: VmSeccomp) -> Self {
+        self.seccomp = Some(seccomp);
+        self
     }
 
     /// Reads the host for `GET /host` under `root` instead of `/` (tests).
@@ -74,9 +86,11 @@ impl Backend for VmBackend {
                 vm.state()
             )));
         }
-        *slot = Some(Arc::new(
-            Vm::create(config).map_err(|e| vm_error("create", e))?,
-        ));
+        let vm = match &self.seccomp {
+            Some(s) => Vm::create_with(config, s.clone()),
+            None => Vm::create(config),
+        };
+        *slot = Some(Arc::new(vm.map_err(|e| vm_error("create", e))?));
         Ok(())
     }
 

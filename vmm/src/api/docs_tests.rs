@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use super::handlers::{self, Backend};
 use super::http::Request;
 use super::tests::{fake_info, FakeBackend};
-use crate::config::{DeviceConfig, KernelConfig, OnReboot, PayloadConfig, SerialMode, VmConfig};
+use crate::config::{
+    DeviceConfig, KernelConfig, OnReboot, PayloadConfig, RomConfig, SerialMode, VmConfig,
+};
 use crate::event_loop::Outcome;
 use crate::vm::{StopInfo, VmState};
 
@@ -237,9 +239,19 @@ fn full_config() -> VmConfig {
         serial: SerialMode::File("/tmp/console.log".into()),
         on_reboot: OnReboot::Restart,
         iommu: crate::config::IommuMode::Type1,
-        devices: vec![DeviceConfig {
-            address: "0000:17:00.0".into(),
-        }],
+        devices: vec![
+            DeviceConfig {
+                address: "0000:17:00.0".into(),
+                p2p: true,
+                rom: RomConfig::File("/var/lib/conduit/h200.rom".into()),
+            },
+            DeviceConfig {
+                address: "0000:18:00.0".into(),
+                p2p: false,
+                rom: RomConfig::Off,
+            },
+            DeviceConfig::new("0000:19:00.0"),
+        ],
     }
 }
 
@@ -315,6 +327,33 @@ fn vmconfig_schema_and_code_agree() {
         assert!(with("iommu", v.clone()).is_ok(), "{v}");
     }
     assert!(with("iommu", json!("vfio")).is_err());
+    let device = &d.vmconfig["$defs"]["Device"]["properties"];
+    let device_defaults = serde_json::to_value(
+        VmConfig::from_json(r#"{"kernel": {"path": "/k"}, "devices": [{"address": "00:02.0"}]}"#)
+            .unwrap()
+            .devices[0]
+            .clone(),
+    )
+    .unwrap();
+    for k in ["p2p", "rom"] {
+        assert_eq!(
+            device[k]["default"], device_defaults[k],
+            "default of devices[].{k}"
+        );
+    }
+    for v in device["rom"]["oneOf"][0]["enum"].as_array().unwrap() {
+        assert!(
+            with("devices", json!([{"address": "00:02.0", "rom": v}])).is_ok(),
+            "{v}"
+        );
+    }
+    assert!(with("devices", json!([{"address": "00:02.0", "rom": "none"}])).is_err());
+    assert!(with(
+        "devices",
+        json!([{"address": "00:02.0", "rom": {"file": ""}}])
+    )
+    .is_err());
+    assert!(with("devices", json!([{"address": "00:02.0", "p2p": "on"}])).is_err());
     assert!(with("on_reboot", json!("halt")).is_err());
     assert!(with("serial", json!("file")).is_err());
     assert!(

@@ -1,7 +1,8 @@
 //! The API server: a unix socket (mode 0600, refused if live, replaced if stale), one
 //! acceptor thread and a small pool of workers, each serving one request per connection
 //! with a read deadline, so a slow or hostile client holds at most one worker for a few
-//! seconds and never the server.
+//! seconds and never the server. Every server thread installs the `api` seccomp filter
+//! before it accepts or serves anything.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -18,6 +19,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::handlers::{self, ApiError, Backend};
 use super::http::{self, ReadOutcome, Response};
+use crate::seccomp::{SeccompError, SeccompFilters, ThreadKind};
 
 /// Worker threads.
 pub const WORKERS: usize = 4;
@@ -53,6 +55,9 @@ pub enum ServerError {
     /// Threads or eventfds.
     #[error("cannot start the API server: {0}")]
     Start(#[source] std::io::Error),
+    /// A server thread could not install its seccomp filter.
+    #[error("cannot start the API server: {0}")]
+    Seccomp(#[source] SeccompError),
 }
 
 /// Creates a listening socket at `path` with mode 0600. If `path` exists: a socket something
@@ -115,10 +120,12 @@ pub struct Server {
 
 impl Server {
     /// Serves `backend` on `path`; `on_shutdown` runs after `vmm.shutdown` was answered.
+    /// Returns once every server thread runs under the `api` filter of `filters`.
     pub fn start(
         path: &Path,
         backend: Arc<dyn Backend>,
         on_shutdown: OnShutdown,
+        filters: &Arc<SeccompFilters>,
     ) -> Result<Server, ServerError> {
         let listener = bind_socket(path)?;
         let remove = || {
@@ -144,12 +151,22 @@ impl Server {
             acceptor: None,
             workers: Vec::new(),
         };
+        let (confined_tx, confined) = mpsc::sync_channel(WORKERS + 1);
+        // Each thread reports whether its filter is in, and serves only if it is.
+        let confine = move |filters: Arc<SeccompFilters>| {
+            let report = confined_tx.clone();
+            move || filters.apply_and_report(ThreadKind::Api, &report)
+        };
         for i in 0..WORKERS {
             let (rx, backend, on_shutdown) = (rx.clone(), backend.clone(), on_shutdown.clone());
+            let confined = confine(filters.clone());
             match std::thread::Builder::new()
                 .name(format!("api-worker{i}"))
-                .spawn(move || worker(&rx, backend.as_ref(), on_shutdown.as_ref()))
-            {
+                .spawn(move || {
+                    if confined() {
+                        worker(&rx, backend.as_ref(), on_shutdown.as_ref())
+                    }
+                }) {
                 Ok(w) => server.workers.push(w),
                 Err(e) => {
                     // Workers leave once the queue's sender is gone; then `server` drops.
@@ -158,11 +175,28 @@ impl Server {
                 }
             }
         }
+        let confined_acceptor = confine(filters.clone());
         let acceptor = std::thread::Builder::new()
             .name("api-accept".into())
-            .spawn(move || acceptor(&listener, &wake, &tx))
+            .spawn(move || {
+                if confined_acceptor() {
+                    acceptor(&listener, &wake, &tx)
+                }
+            })
             .map_err(ServerError::Start)?;
         server.acceptor = Some(acceptor);
+        for _ in 0..=WORKERS {
+            match confined.recv() {
+                Ok(Ok(())) => {}
+                // Threads that failed have returned; dropping `server` stops the others.
+                Ok(Err(e)) => return Err(ServerError::Seccomp(e)),
+                Err(_) => {
+                    return Err(ServerError::Start(std::io::Error::other(
+                        "a server thread ended while starting",
+                    )))
+                }
+            }
+        }
         Ok(server)
     }
 

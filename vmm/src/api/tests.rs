@@ -67,6 +67,16 @@ pub(crate) fn fake_info(config: VmConfig, state: VmState) -> VmInfo {
                     size: 1 << 24,
                 }],
                 msix_vectors_armed: vec![0, 1],
+                p2p: d.p2p,
+                p2p_dma: if d.p2p {
+                    vec![crate::vm::DmaRangeInfo {
+                        bar: 0,
+                        iova: 0x80_0000_0000,
+                        size: 1 << 24,
+                    }]
+                } else {
+                    Vec::new()
+                },
             })
             .collect(),
         boot: Some(crate::vm::BootInfo {
@@ -491,6 +501,11 @@ fn status_of(answer: &[u8]) -> u16 {
         .status
 }
 
+/// The server threads in these tests run under the built-in `api` filter, as in conduit.
+fn api_filters() -> Arc<crate::seccomp::SeccompFilters> {
+    crate::seccomp::SeccompFilters::builtin(crate::seccomp::SeccompMode::On).unwrap()
+}
+
 fn start(dir: &TempDir, backend: Arc<dyn Backend>) -> (Server, PathBuf, Arc<AtomicBool>) {
     let path = dir.path().join("api.sock");
     let stopped = Arc::new(AtomicBool::new(false));
@@ -499,6 +514,7 @@ fn start(dir: &TempDir, backend: Arc<dyn Backend>) -> (Server, PathBuf, Arc<Atom
         &path,
         backend,
         Box::new(move || flag.store(true, Ordering::SeqCst)),
+        &api_filters(),
     )
     .unwrap();
     (server, path, stopped)
@@ -524,7 +540,12 @@ fn server_socket_is_0600_and_removed_on_stop() {
 fn live_socket_is_refused_stale_replaced_other_files_kept() {
     let dir = TempDir::new("live");
     let (server, path, _) = start(&dir, Arc::new(FakeBackend::default()));
-    match Server::start(&path, Arc::new(FakeBackend::default()), Box::new(|| {})) {
+    match Server::start(
+        &path,
+        Arc::new(FakeBackend::default()),
+        Box::new(|| {}),
+        &api_filters(),
+    ) {
         Err(ServerError::Live(p)) => assert_eq!(p, path),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a second server took a live socket"),

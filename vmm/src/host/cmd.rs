@@ -9,6 +9,7 @@ use clap::{Subcommand, ValueEnum};
 use super::bind::{self, BindOptions, BindTarget, UnbindTarget};
 use super::check::{self, CheckOptions};
 use super::inventory::{self, ListFilter};
+use super::peek::{self, PeekAt};
 use super::sysfs::{normalize_address, HostRoot, PciId};
 use super::{HostError, SysfsKernel};
 
@@ -62,6 +63,19 @@ pub enum HostCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Read one 32-bit register of a device on vfio-pci through VFIO and print it (e.g.
+    /// NVIDIA's PMC_BOOT_0 at BAR0 offset 0). Opening the device resets it, as a VM start does;
+    /// it must not be in use by a VM.
+    Peek {
+        /// A PCI address (0000:17:00.0) of a device on vfio-pci.
+        address: String,
+        /// BAR number (0-5).
+        #[arg(long, default_value_t = 0)]
+        bar: u8,
+        /// Byte offset in the BAR, a multiple of 4 (decimal or 0x hex).
+        #[arg(long, default_value = "0", value_parser = parse_offset)]
+        offset: u64,
+    },
     /// Give devices bound by `conduit host bind` back to their original drivers.
     Unbind {
         /// A PCI address: its whole IOMMU group is restored.
@@ -71,6 +85,15 @@ pub enum HostCommand {
         #[arg(long, conflicts_with = "address")]
         all: bool,
     },
+}
+
+/// `--offset` of `peek`: decimal or `0x` hex.
+fn parse_offset(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("{s:?} is not a byte offset (decimal or 0x hex)"))
 }
 
 /// `--class` of `list`.
@@ -219,6 +242,23 @@ pub fn main(args: HostArgs) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        HostCommand::Peek {
+            address,
+            bar,
+            offset,
+        } => match peek::peek(&root, &address, PeekAt { bar, offset }) {
+            Ok(value) => {
+                if value == u32::MAX {
+                    eprintln!(
+                        "conduit: warning: {address} BAR{bar} + {offset:#x} reads as all-ones: the \
+                         device does not answer (powered off, in reset, or its BAR is not decoded)"
+                    );
+                }
+                outln!("{value:#010x}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         HostCommand::Unbind { address, all } => {
             let target = if all {
                 UnbindTarget::All
@@ -314,6 +354,22 @@ mod tests {
                 all: true
             }
         ));
+        match parse(&["peek", "17:00.0", "--bar", "2", "--offset", "0x100"])
+            .unwrap()
+            .command
+        {
+            HostCommand::Peek {
+                address,
+                bar,
+                offset,
+            } => assert!(address == "17:00.0" && bar == 2 && offset == 0x100),
+            c => panic!("{c:?}"),
+        }
+        match parse(&["peek", "17:00.0"]).unwrap().command {
+            HostCommand::Peek { bar, offset, .. } => assert!(bar == 0 && offset == 0),
+            c => panic!("{c:?}"),
+        }
+        assert!(parse(&["peek", "17:00.0", "--offset", "sixteen"]).is_err());
         assert!(parse(&["unbind"]).is_err());
         assert!(parse(&["unbind", "01:00.0", "--all"]).is_err());
         assert!(parse(&["list", "--class", "nic"]).is_err());
@@ -350,6 +406,10 @@ mod tests {
             ExitCode::from(crate::cli::EXIT_ERROR)
         );
         assert_eq!(run(&["unbind", "--all"]), ExitCode::SUCCESS);
+        assert_eq!(
+            run(&["peek", "01:00.0"]),
+            ExitCode::from(crate::cli::EXIT_ERROR)
+        );
         // Everything in place: ready.
         let h = good();
         let mut a = parse(&["check", "--json"]).unwrap();

@@ -10,6 +10,7 @@
 //! - [`inventory`]: PCI devices, IOMMU groups and readiness (`conduit host list`).
 //! - [`bind`]: move whole IOMMU groups to vfio-pci and back (`conduit host bind|unbind`).
 //! - [`flavor`]: pick N ready devices for `run --gpus` ([`select_devices`]).
+//! - [`peek`]: read one register of a device on vfio-pci through VFIO (`conduit host peek`).
 //! - [`names`]: human names of devices and the built-in flavor names.
 //! - [`usage`]: whether the host itself uses a device (mounted disk, default-route NIC).
 
@@ -19,6 +20,7 @@ pub mod cmd;
 pub mod flavor;
 pub mod inventory;
 pub mod names;
+pub mod peek;
 pub mod sysfs;
 pub mod usage;
 
@@ -171,6 +173,27 @@ pub enum HostError {
         path: PathBuf,
         /// Parse error.
         source: serde_json::Error,
+    },
+    /// The device cannot be opened with VFIO as it is (`peek`).
+    #[error(transparent)]
+    NotPassable(devices::vfio::GroupError),
+    /// A `peek` that asks for something the device does not have.
+    #[error("cannot peek {address}: {why}")]
+    BadPeek {
+        /// Device address.
+        address: String,
+        /// What is wrong with the request.
+        why: String,
+    },
+    /// Opening or reading the device through VFIO failed (`peek`).
+    #[error("cannot read {address} (IOMMU group {group}) through VFIO: {reason}")]
+    Vfio {
+        /// Device address.
+        address: String,
+        /// Its IOMMU group.
+        group: u32,
+        /// Why.
+        reason: String,
     },
     /// `unbind` of a device that `bind` did not move.
     #[error("{address} was not bound by conduit (no record in {path}); nothing to restore")]

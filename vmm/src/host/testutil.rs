@@ -13,6 +13,18 @@ use super::bind::Kernel;
 use super::sysfs::{link_name, HostRoot};
 use super::HostError;
 
+/// The sysfs `resource` of an H200 (`../shared/fixtures/h200/resource`): 16 MiB, 256 GiB and
+/// 32 MiB 64-bit prefetchable BARs 0, 2 and 4.
+pub const H200_RESOURCE: &str = "\
+0x0000104002000000 0x0000104002ffffff 0x000000000014220c
+0x0000000000000000 0x0000000000000000 0x0000000000000000
+0x0000100000000000 0x0000103fffffffff 0x000000000014220c
+0x0000000000000000 0x0000000000000000 0x0000000000000000
+0x0000104000000000 0x0000104001ffffff 0x000000000014220c
+0x0000000000000000 0x0000000000000000 0x0000000000000000
+0x0000000000000000 0x0000000000000000 0x0000000000000000
+";
+
 /// A temporary directory holding a fake host; removed on drop.
 pub struct FakeHost {
     dir: PathBuf,

@@ -11,6 +11,7 @@ use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY}
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::coalesced_io::CoalescedRing;
 use crate::config::{SerialMode, VmConfig};
 use crate::event_loop::{HostControl, Outcome, VmmLoop};
 use crate::kvm_hooks::{DeviceMemslots, GsiRouting};
@@ -19,6 +20,7 @@ use crate::passthrough::{self, AttachContext, BarAllocator, Passthrough};
 use crate::pci_host::{self, PciSegment};
 use crate::platform;
 use crate::regs::{self, BootCpu};
+use crate::seccomp::SeccompFilters;
 use crate::vcpu::{self, IoBuses, VmEvents};
 use crate::{cpuid, kvm_host};
 use devices::acpi_pm::AcpiPm;
@@ -215,9 +217,8 @@ pub(super) fn build(kvm: &Kvm, config: &VmConfig) -> Result<BuiltVm, VmError> {
     let routing: Arc<dyn IrqRouting> = Arc::new(GsiRouting::new(vm.clone()));
     let mut bar_allocator = BarAllocator::new(&layout)
         .ok_or_else(|| VmError::Config("invalid PCI windows in the memory layout".into()))?;
-    let specs: Vec<String> = config.devices.iter().map(|d| d.address.clone()).collect();
     let passthrough = passthrough::attach(
-        &specs,
+        &config.devices,
         AttachContext {
             vm: &vm,
             memory: &mem,
@@ -251,6 +252,12 @@ pub(super) fn build(kvm: &Kvm, config: &VmConfig) -> Result<BuiltVm, VmError> {
         }
         vcpus.push(vcpu);
     }
+    if let Some(first) = vcpus.first() {
+        if let Some(ring) = CoalescedRing::enable(kvm, &vm, first) {
+            // A fresh IoBuses has no ring yet: `set` cannot fail here.
+            let _ = buses.coalesced.set(ring);
+        }
+    }
     let devices = attached_devices(passthrough.as_ref(), &pci);
     let ram = layout
         .ram_regions()
@@ -283,6 +290,7 @@ impl BuiltVm {
         &mut self,
         serial: &SerialMode,
         control: Arc<HostControl>,
+        filters: &Arc<SeccompFilters>,
     ) -> Result<Outcome, VmError> {
         let os = |what| move |source| VmError::Os { what, source };
         let stdin = match serial {
@@ -303,7 +311,7 @@ impl BuiltVm {
             source: std::io::Error::from_raw_os_error(e.errno()),
         })?;
         let vcpus = std::mem::take(&mut self.vcpus);
-        let threads = vcpu::spawn_all(vcpus, self.buses.clone(), self.events.clone())
+        let threads = vcpu::spawn_all(vcpus, self.buses.clone(), self.events.clone(), filters)
             .map_err(os("starting vCPU threads"))?;
         let outcome = loop {
             if let Err(e) = manager.run() {

@@ -75,6 +75,17 @@ pub struct BarInfo {
     pub size: u64,
 }
 
+/// An IOVA range of a device BAR mapped in the IOMMU for peer-to-peer DMA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DmaRangeInfo {
+    /// BAR index.
+    pub bar: u8,
+    /// IOVA, equal to the guest-physical address of that part of the BAR.
+    pub iova: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
 /// A passthrough device of the running VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceInfo {
@@ -88,6 +99,10 @@ pub struct DeviceInfo {
     pub bars: Vec<BarInfo>,
     /// MSI-X vectors armed on the host (the guest unmasked them), by table index.
     pub msix_vectors_armed: Vec<u16>,
+    /// The BARs are DMA-mapped for peer-to-peer DMA (`p2p=on`).
+    pub p2p: bool,
+    /// The IOVA ranges mapped for it now (empty without p2p).
+    pub p2p_dma: Vec<DmaRangeInfo>,
 }
 
 /// When and how fast the VM booted.

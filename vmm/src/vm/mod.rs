@@ -27,6 +27,12 @@
 //!
 //! Process signals are left to the embedding program (the CLI blocks SIGINT/SIGTERM and
 //! calls [`Vm::kill`] on them).
+//!
+//! seccomp: the VM thread runs under the `vmm` filter from its start (every build, the
+//! event loop, teardown, rebuilds) and each vCPU thread adds the `vcpu` filter before its
+//! first `KVM_RUN` ([`crate::seccomp`]). [`Vm::create`] uses the built-in filters in `on`
+//! mode; [`Vm::create_with`] takes others (the CLI's `--seccomp`, and a spawner so that a VM
+//! booted from an API thread does not inherit the `api` filter).
 
 mod build;
 mod info;
@@ -41,10 +47,12 @@ use pci::{BarKind, PciDevice};
 
 use crate::config::{ConfigError, OnReboot, VmConfig};
 use crate::event_loop::{self, HostControl, Outcome};
+use crate::seccomp::{SeccompError, SeccompFilters, VmSeccomp};
 use crate::{kvm_host, memory, passthrough, pci_host, platform, regs};
 
 pub use info::{
-    BarInfo, BootInfo, DeviceInfo, MemoryInfo, RamRegion, StopInfo, VcpuInfo, VmInfo, VmState,
+    BarInfo, BootInfo, DeviceInfo, DmaRangeInfo, MemoryInfo, RamRegion, StopInfo, VcpuInfo, VmInfo,
+    VmState,
 };
 
 /// Guest-physical address where a payload is loaded (CS=0, IP=0x1000).
@@ -102,6 +110,9 @@ pub enum VmError {
     /// The event loop.
     #[error(transparent)]
     EventLoop(#[from] event_loop::EventLoopError),
+    /// seccomp filters.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// Threads, eventfds, epoll.
     #[error("{what}: {source}")]
     Os {
@@ -167,18 +178,26 @@ impl Shared {
 /// A VM: its configuration and, once booted, the thread that runs it.
 pub struct Vm {
     config: VmConfig,
+    seccomp: VmSeccomp,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Vm {
     /// Checks `config` (values, and that the kernel, initramfs or payload files exist).
-    /// Nothing is reserved on the host until [`Vm::boot`].
+    /// Nothing is reserved on the host until [`Vm::boot`]. The VM's threads run under the
+    /// built-in seccomp filters (`on`).
     pub fn create(config: VmConfig) -> Result<Vm, VmError> {
+        Self::create_with(config, VmSeccomp::builtin()?)
+    }
+
+    /// As [`Vm::create`], with the VM's threads confined as `seccomp` says.
+    pub fn create_with(config: VmConfig, seccomp: VmSeccomp) -> Result<Vm, VmError> {
         config.validate()?;
         config.check_files()?;
         Ok(Vm {
             config,
+            seccomp,
             shared: Arc::new(Shared {
                 life: Mutex::new(Life {
                     state: VmState::Created,
@@ -242,10 +261,15 @@ impl Vm {
         let (ready_tx, ready_rx) = mpsc::channel();
         let shared = self.shared.clone();
         let config = self.config.clone();
-        let handle = match std::thread::Builder::new()
-            .name("vm".into())
-            .spawn(move || vm_thread(&shared, &config, ready_tx))
-        {
+        let filters = self.seccomp.filters().clone();
+        let handle = match self
+            .seccomp
+            .spawn_vmm_thread("vm", move |confined| match confined {
+                Ok(()) => vm_thread(&shared, &config, &filters, ready_tx),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                }
+            }) {
             Ok(h) => h,
             Err(source) => {
                 return restore(VmError::Os {
@@ -486,12 +510,28 @@ fn device_info(d: &build::AttachedDevice) -> Option<DeviceInfo> {
             })
             .collect(),
         msix_vectors_armed: dev.armed_vectors(),
+        p2p: dev.p2p(),
+        p2p_dma: dev
+            .p2p_ranges()
+            .into_iter()
+            .map(|r| DmaRangeInfo {
+                bar: r.bar,
+                iova: r.iova,
+                size: r.size,
+            })
+            .collect(),
     })
 }
 
-/// The VM thread: builds, runs, tears down, and rebuilds on reboot. The first build's
-/// result goes to `ready`; later failures end the VM as `shutdown` with the error.
-fn vm_thread(shared: &Shared, config: &VmConfig, ready: mpsc::Sender<Result<(), VmError>>) {
+/// The VM thread (under the `vmm` seccomp filter): builds, runs, tears down, and rebuilds
+/// on reboot. The first build's result goes to `ready`; later failures end the VM as
+/// `shutdown` with the error.
+fn vm_thread(
+    shared: &Shared,
+    config: &VmConfig,
+    filters: &Arc<SeccompFilters>,
+    ready: mpsc::Sender<Result<(), VmError>>,
+) {
     let mut ready = Some(ready);
     let fail = |ready: &mut Option<mpsc::Sender<_>>, e: VmError| match ready.take() {
         Some(tx) => {
@@ -545,7 +585,7 @@ fn vm_thread(shared: &Shared, config: &VmConfig, ready: mpsc::Sender<Result<(), 
         if let Some(tx) = ready.take() {
             let _ = tx.send(Ok(()));
         }
-        let result = vm.run(&config.serial, control.clone());
+        let result = vm.run(&config.serial, control.clone(), filters);
         // Nothing may hold the VM's handles past this point: then tear it down in order.
         shared.update(|l| {
             l.run = None;

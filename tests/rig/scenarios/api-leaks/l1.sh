@@ -40,15 +40,21 @@ hang_watch() {
         _now=$(cat "$PROGRESS" 2> /dev/null)
         if [ "$_now" = "$_last" ]; then _same=$((_same + 5)); else _same=0 _last=$_now; fi
         [ "$_same" = 120 ] || continue
-        echo "api-leaks: no progress for 120 s at '$_now'; serve's threads and L1's kernel log:"
-        for _t in /proc/$(pidof conduit | cut -d' ' -f1)/task/*; do
-            echo "  $(cat "$_t/comm") state $(cut -d' ' -f3 "$_t/stat") wchan $(cat "$_t/wchan")"
-            sed 's/^/      /' "$_t/stack" 2> /dev/null
-        done
-        echo w > /proc/sysrq-trigger
-        echo l > /proc/sysrq-trigger
-        dmesg | tail -n 150
+        echo "api-leaks: no progress for 120 s at '$_now'"
+        dump_state
     done
+}
+# dump_state: serve's threads (state, wait channel, kernel stack) and L1's kernel log
+# after sysrq w and l.
+dump_state() {
+    echo "api-leaks: serve's threads and L1's kernel log:"
+    for _t in /proc/$(pidof conduit | cut -d' ' -f1)/task/*; do
+        echo "  $(cat "$_t/comm") state $(cut -d' ' -f3 "$_t/stat") wchan $(cat "$_t/wchan")"
+        sed 's/^/      /' "$_t/stack" 2> /dev/null
+    done
+    echo w > /proc/sysrq-trigger
+    echo l > /proc/sysrq-trigger
+    dmesg | tail -n 150
 }
 sample() { # NAME: serve's fds, threads and VmRSS now, as NAME_fds NAME_threads NAME_rss
     _p=$(pidof conduit)
@@ -93,7 +99,7 @@ while [ "$n" -le "$CYCLES" ]; do
         got=$(api_pair PUT vm.create "$TMPDIR/early.json" PUT vm.boot)
         [ "$got" = "204 204" ] || fail "cycle $n: vm.create, vm.boot: $got: $(cat "$BODY.1" "$BODY")"
         banners=$((banners + 1))
-        wait_log "Kernel command line:" "$banners" 60 || fail "cycle $n: the kernel did not start"
+        wait_log "Kernel command line:" "$banners" 60 || { dump_state; fail "cycle $n: the kernel did not start"; }
         echo "cycle $n: shutdown and delete" > "$PROGRESS"
         got=$(api_pair PUT vm.shutdown "$TMPDIR/forced.json" PUT vm.delete)
         if [ "$got" = "409 204" ] && grep -q "the VM is shut down" "$BODY.1"; then

@@ -6,6 +6,24 @@ LOG=$TMPDIR/serve.log
 BODY=$TMPDIR/body
 
 . "$RIG_SRC/lib/api.sh"
+# seccomp_threads: "NAME SECCOMP_MODE FILTERS" for every thread of conduit serve.
+seccomp_threads() {
+    for _p in /proc/[0-9]*; do
+        { tr '\0' ' ' < "$_p/cmdline"; } 2> /dev/null | grep -q "serve --api-socket $S" || continue
+        for _t in "$_p"/task/*; do
+            echo "$(cat "$_t/comm") $(awk '/^Seccomp:/ {m = $2} /^Seccomp_filters:/ {f = $2}
+                END {print m, f}' "$_t/status")"
+        done
+    done
+}
+# seccomp_on: every thread in filter mode (2) with one filter, vCPUs with two (vmm and
+# vcpu); KVM's own workers (kvm-*) left aside.
+seccomp_on() {
+    seccomp_threads > "$TMPDIR/seccomp"
+    grep -q '^api-worker0 2 1$' "$TMPDIR/seccomp" && grep -q '^vm 2 1$' "$TMPDIR/seccomp" &&
+        grep -q '^vcpu0 2 2$' "$TMPDIR/seccomp" &&
+        ! grep -v '^kvm-' "$TMPDIR/seccomp" | grep -v '^vcpu[0-9]* 2 2$' | grep -qv ' 2 1$'
+}
 vm_json() { # vm_json N: the VmConfig of VM number N
     jq -n --arg k "$L2_KERNEL" --arg i "$L2_INITRD" --arg c "$L2_CMDLINE rig.boot=$1" \
         --arg m "$L2_MEM" --arg d "$NVME_BDF" --argjson n "$L2_CPUS" \
@@ -46,6 +64,8 @@ boot_vm() {
          and (.[0].guest_address | startswith("0000:00:")) and (.[0].bars | length) >= 1'
     rig_check "info-vectors-$1" "armed: $(jq -c '.devices[0].msix_vectors_armed' "$BODY")" \
         jq_true '.devices[0].msix_vectors_armed | length >= 2'
+    # seccomp is on by default: every thread of the server carries its filter.
+    rig_check "seccomp-$1" "$(seccomp_threads | sort | tr '\n' ',')" seccomp_on
     expect_api "shutdown-$1" 200 PUT vm.shutdown "$TMPDIR/shutdown.json"
     body_is "shutdown-graceful-$1" '.outcome.reason == "power-off"'
     expect_api "info-after-$1" 200 GET vm.info

@@ -7,7 +7,7 @@
 # init, L2 must see what it was given, the VMM must exit 0, and each boot must
 # yield its numbers.
 . "$RIG_DIR/bench-boot.conf" || rig_fail "no $RIG_DIR/bench-boot.conf (written by meta)"
-echo "BENCH-CONF n=$BENCH_N sets='$BENCH_SETS' idle=$BENCH_IDLE"
+echo "BENCH-CONF n=$BENCH_N sets='$BENCH_SETS' idle=$BENCH_IDLE vmms='$BENCH_VMMS'"
 
 # bench_mib SIZE: 512M / 2G in MiB.
 bench_mib() {
@@ -88,8 +88,10 @@ bench_boot() {
                 -nodefaults -display none -serial stdio -monitor none -no-reboot \
                 -kernel "$L2_KERNEL" -initrd "$L2_INITRD" -append "$cmdline"
             [ "$dev" = nvme ] && set -- "$@" -device vfio-pci,host="$NVME_BDF" ;;
-        conduit)
-            set -- "$CONDUIT" run --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" \
+        conduit | conduit-pvh)
+            kernel=$L2_KERNEL
+            [ "$vmm" = conduit-pvh ] && kernel=$RIG_DIR/kernel/vmlinux
+            set -- "$CONDUIT" run --kernel "$kernel" --initramfs "$L2_INITRD" \
                 --cmdline "$cmdline" --cpus 1 --memory "$mem" --serial stdio
             [ "$dev" = nvme ] && set -- "$@" --device "$NVME_BDF" ;;
     esac
@@ -124,7 +126,7 @@ bench_between() { [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
 
 # Warm L1's 9p page cache, so the first boot of each VMM does not pay for reading
 # its binary, libraries, firmware, kernel and initramfs over 9p.
-cat "$CONDUIT" "$L2_KERNEL" "$L2_INITRD" /usr/share/seabios/bios-256k.bin \
+cat "$CONDUIT" "$L2_KERNEL" "$RIG_DIR/kernel/vmlinux" "$L2_INITRD" /usr/share/seabios/bios-256k.bin \
     /usr/share/qemu/linuxboot_dma.bin /usr/share/qemu/kvmvapic.bin > /dev/null 2>&1
 qemu-system-x86_64 -version > /dev/null
 "$CONDUIT" --version > /dev/null 2>&1
@@ -134,7 +136,7 @@ seq=0
 for set in $BENCH_SETS; do
     round=1
     while [ "$round" -le "$BENCH_N" ]; do
-        for vmm in qemu conduit; do
+        for vmm in $BENCH_VMMS; do
             seq=$((seq + 1))
             bench_boot "$seq" "$vmm" "${set%%:*}" "${set#*:}" "$round"
         done

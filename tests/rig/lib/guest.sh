@@ -159,3 +159,16 @@ rig_bars() {
     done < "$1/resource"
     echo "$_out"
 }
+# rig_disk_of BDF: the whole-disk block device (/dev/NAME) of PCI device BDF, if it has one.
+# With native NVMe multipath (QEMU 10's nvme) the device's own node is a hidden path,
+# nvme<S>c<C>n<N>, and the disk is its subsystem's nvme<S>n<N>.
+rig_disk_of() {
+    _rdo_pci=$(readlink -f "/sys/bus/pci/devices/$1")
+    for _rdo_b in /sys/class/block/*; do
+        [ -e "$_rdo_b/partition" ] && continue
+        case $(readlink -f "$_rdo_b") in "$_rdo_pci"/*) ;; *) continue ;; esac
+        _rdo_d=/dev/$(echo "${_rdo_b##*/}" | sed 's/^\(nvme[0-9]*\)c[0-9]*\(n[0-9]*\)$/\1\2/')
+        [ -b "$_rdo_d" ] && echo "$_rdo_d" && return 0
+    done
+    return 1
+}

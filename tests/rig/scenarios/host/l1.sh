@@ -13,20 +13,11 @@ B_SECTORS="4096 4097 4098 4099 4100 4101 4102 4103"
 driver_of() { # driver_of BDF: the name of its driver, or none
     _l=$(readlink "/sys/bus/pci/devices/$1/driver") && basename "$_l" || echo none
 }
-# disk_of BDF: /dev/NAME of the whole disk whose sysfs node lies below the PCI device.
-disk_of() {
-    _pci=$(readlink -f "/sys/bus/pci/devices/$1")
-    for _b in /sys/class/block/*; do
-        [ -e "$_b/partition" ] && continue
-        case $(readlink -f "$_b") in "$_pci"/*) echo "/dev/${_b##*/}" && return 0 ;; esac
-    done
-    return 1
-}
 # wait_disk BDF SECONDS: wait for the device's disk and its /dev node; print it.
 wait_disk() {
     _i=0
     while :; do
-        _d=$(disk_of "$1") && [ -b "$_d" ] && echo "$_d" && return 0
+        _d=$(rig_disk_of "$1") && [ -b "$_d" ] && echo "$_d" && return 0
         [ "$_i" -ge "$2" ] && return 1
         sleep 1
         _i=$((_i + 1))
@@ -35,7 +26,7 @@ wait_disk() {
 # wait_no_disk BDF SECONDS: wait until the device has no disk any more.
 wait_no_disk() {
     _i=0
-    while disk_of "$1" > /dev/null; do
+    while rig_disk_of "$1" > /dev/null; do
         [ "$_i" -ge "$2" ] && return 1
         sleep 1
         _i=$((_i + 1))

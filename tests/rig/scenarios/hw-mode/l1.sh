@@ -41,11 +41,7 @@ no_records() { [ ! -e "$state" ] || ! grep -q address "$state"; }
 disk_reads_a() {
     _i=0
     while :; do
-        for _b in /sys/class/block/*; do
-            case $(readlink -f "$_b") in "$(readlink -f "/sys/bus/pci/devices/$NVME_BDF")"/*)
-                [ -e "$_b/partition" ] || { _d=/dev/${_b##*/}; break 2; } ;;
-            esac
-        done
+        _d=$(rig_disk_of "$NVME_BDF") && break
         [ $_i -ge 30 ] && return 1
         sleep 1
         _i=$((_i + 1))

@@ -1,13 +1,20 @@
 //! Attaching host PCI devices with VFIO: one container for all groups, all guest RAM
-//! DMA-mapped once before any device can run, each device checked, opened, reset, given
-//! guest BAR addresses from the PCI windows and put on the guest's bus 0. Devices with
-//! `p2p=on` also get their BARs DMA-mapped, through [`IommuDma`].
+//! DMA-mapped once, each device checked, opened, reset, given guest BAR addresses from the
+//! PCI windows and put on the guest's bus 0. Devices with `p2p=on` also get their BARs
+//! DMA-mapped, through [`IommuDma`].
+//!
+//! Guest RAM is mapped (and so pinned) by a thread of its own while the guest boots: that
+//! takes seconds per GiB, and a device needs it only once the guest lets it master DMA. A
+//! guest write setting Bus Master Enable waits for it ([`DmaGate`]); a failed mapping
+//! stops the VM with the error.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use devices::vfio::{
-    self, DeviceOptions, GroupError, RomChoice, RomError, RomImage, VfioPciDevice, VfioPciError,
+    self, DeviceOptions, DmaGate, GroupError, RomChoice, RomError, RomImage, VfioPciDevice,
+    VfioPciError,
 };
 use devices::vm_hooks::{DmaMapper, HookError, IrqRouting, MemslotMapper};
 use devices::{BusDevice, BusError};
@@ -21,7 +28,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use crate::bar_placement::BarPlacements;
 use crate::config::{DeviceConfig, RomConfig};
 use crate::memory::GuestMemoryMmap;
-use crate::vcpu::IoBuses;
+use crate::vcpu::{IoBuses, VmEvents};
 
 /// Errors while attaching passthrough devices.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,12 @@ pub enum PassthroughError {
     /// DMA-mapping guest RAM failed.
     #[error("cannot DMA-map guest memory into the IOMMU: {0} (is RLIMIT_MEMLOCK large enough for the guest memory? `ulimit -l`)")]
     DmaMap(String),
+    /// This process may not pin the guest's memory.
+    #[error("cannot pin guest memory for VFIO: {0}")]
+    Memlock(String),
+    /// The thread that maps guest RAM.
+    #[error("cannot start the thread that DMA-maps guest memory: {0}")]
+    MapThread(std::io::Error),
     /// Device set-up.
     #[error(transparent)]
     Device(#[from] VfioPciError),
@@ -277,6 +290,8 @@ impl BusDevice for BarTrap {
 pub struct Passthrough {
     backend: Backend,
     memory: GuestMemoryMmap,
+    /// The thread mapping guest RAM into the IOMMU; true when it did.
+    ram_mapping: Option<JoinHandle<bool>>,
     /// The attached devices, in command-line order.
     pub devices: Vec<Arc<Mutex<VfioPciDevice>>>,
 }
@@ -289,8 +304,16 @@ impl Drop for Passthrough {
         for d in &self.devices {
             d.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
         }
-        if let Err(e) = self.backend.unmap(&self.memory) {
-            log::warn!("unmapping guest memory from the IOMMU: {e}");
+        // A mapping still under way finishes first: unmapping cannot overtake it.
+        let mapped = self
+            .ram_mapping
+            .take()
+            .is_some_and(|t| t.join().unwrap_or(false));
+        match self.backend.unmap(&self.memory) {
+            Ok(()) => {}
+            Err(e) if mapped => log::warn!("unmapping guest memory from the IOMMU: {e}"),
+            // What a failed mapping left (possibly nothing) goes with the container.
+            Err(e) => log::debug!("unmapping guest memory after a failed mapping: {e}"),
         }
         self.devices.clear();
     }
@@ -314,6 +337,8 @@ pub struct AttachContext<'a> {
     pub bars: &'a mut BarAllocator,
     /// Which IOMMU interface to use.
     pub iommu: IommuMode,
+    /// Where a failed mapping of guest RAM stops the VM.
+    pub events: Arc<VmEvents>,
 }
 
 impl Passthrough {
@@ -321,6 +346,55 @@ impl Passthrough {
     pub fn iommu(&self) -> &'static str {
         self.backend.name()
     }
+}
+
+/// Starts mapping all of guest RAM into the IOMMU on a thread of its own (it inherits the
+/// calling thread's seccomp filter), which opens `gate` when done; a failure fails the gate
+/// and stops the VM through `events`. The thread returns whether it mapped.
+fn map_ram_in_background(
+    backend: &Backend,
+    memory: &GuestMemoryMmap,
+    gate: &Arc<DmaGate>,
+    events: &Arc<VmEvents>,
+) -> Result<JoinHandle<bool>, PassthroughError> {
+    let bytes: u64 = memory.iter().map(|r| r.len()).sum();
+    // The usual failure, a memlock limit, is told now rather than after the guest started.
+    if let Some(reason) = crate::host::check::memlock_refusal(bytes) {
+        return Err(PassthroughError::Memlock(reason));
+    }
+    let (backend, memory, gate, events) = (
+        backend.clone(),
+        memory.clone(),
+        gate.clone(),
+        events.clone(),
+    );
+    std::thread::Builder::new()
+        .name("dma-map".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            // SAFETY: guest memory stays mapped for as long as the IOMMU maps it: this
+            // thread and Passthrough hold clones of it, and Passthrough joins this thread
+            // and unmaps it from the IOMMU before dropping its clone.
+            match unsafe { backend.map(&memory) } {
+                Ok(()) => {
+                    log::debug!(
+                        "guest RAM ({} MiB) DMA-mapped through {} in {} ms",
+                        memory.iter().map(|r| r.len()).sum::<u64>() >> 20,
+                        backend.name(),
+                        started.elapsed().as_millis()
+                    );
+                    gate.open();
+                    true
+                }
+                Err(e) => {
+                    let e = PassthroughError::DmaMap(e).to_string();
+                    gate.fail(e.clone());
+                    events.fail(e);
+                    false
+                }
+            }
+        })
+        .map_err(PassthroughError::MapThread)
 }
 
 /// Checks, opens and attaches `specs`, in order.
@@ -404,19 +478,19 @@ pub fn attach(
         })?;
         opened.push(Arc::new(dev));
     }
-    // The container has its IOMMU type once a group is in it: map all RAM now, before any
-    // device can be told to do DMA.
-    // SAFETY: guest memory stays mapped for as long as the IOMMU maps it: Passthrough
-    // keeps a clone of the memory and unmaps it from the IOMMU before dropping that clone.
-    unsafe { backend.map(ctx.memory) }.map_err(PassthroughError::DmaMap)?;
     log::debug!(
         "passthrough: {} devices behind {}",
         hosts.len(),
         backend.name()
     );
+    // The container has its IOMMU type once a group is in it: map all RAM now, on a thread
+    // of its own, before any device may master DMA (the gate).
+    let gate = Arc::new(DmaGate::pending());
+    let ram_mapping = map_ram_in_background(&backend, ctx.memory, &gate, &ctx.events)?;
     let mut pass = Passthrough {
         backend,
         memory: ctx.memory.clone(),
+        ram_mapping: Some(ram_mapping),
         devices: Vec::new(),
     };
 
@@ -455,6 +529,7 @@ pub fn attach(
         }
         let mut dev = dev;
         dev.set_bar_placement(placements);
+        dev.set_dma_gate(gate.clone());
         let pin = dev.intx_pin();
         let dev = Arc::new(Mutex::new(dev));
         let slot = ctx

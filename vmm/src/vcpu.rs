@@ -102,7 +102,8 @@ impl VmEvents {
         })
     }
 
-    fn fail(&self, msg: String) {
+    /// Stops the VM as failed with `msg` (the first failure's message is kept).
+    pub fn fail(&self, msg: String) {
         if let Ok(mut f) = self.failure.lock() {
             f.get_or_insert(msg);
         }

@@ -20,6 +20,7 @@ use vfio_ioctls::VfioDevice;
 use super::bar_guard::BarGuard;
 use super::bars::{mappable_areas, BarError, BarMapping};
 use super::device_io::VfioDeviceIo;
+use super::dma_gate::DmaGate;
 use super::group::HostDevice;
 use super::interrupt_mode::{without_bit, written_bit, MSIX_ENABLE_BIT, MSI_ENABLE_BIT};
 use super::intx::Intx;
@@ -38,6 +39,8 @@ const CAP_ID_MSIX: u8 = 0x11;
 const BARS: Range<u16> = 0x10..0x28;
 const ROM_REG: Range<u16> = 0x30..0x34;
 const COMMAND: Range<u16> = 0x04..0x08;
+/// Bus Master Enable in the command register.
+const BUS_MASTER_BIT: u16 = 2;
 const INTERRUPT_PIN: u16 = 0x3d;
 const PAGE_SIZE: u64 = 4096;
 
@@ -147,6 +150,8 @@ pub struct VfioPciDevice {
     mappings: Vec<BarMapping>,
     mapper: Arc<dyn MemslotMapper>,
     guard: BarGuard,
+    /// Where Bus Master Enable waits for guest RAM's IOMMU mapping (none: mapped already).
+    dma_gate: Option<Arc<DmaGate>>,
     /// IOMMU mappings of the BARs (`p2p=on`).
     p2p: Option<P2pDma>,
     /// The ROM image from a file, if the guest reads that instead of the device's ROM.
@@ -385,6 +390,7 @@ impl VfioPciDevice {
             mappings,
             mapper,
             guard: BarGuard::default(),
+            dma_gate: None,
             p2p,
             rom_image,
             shut_down: false,
@@ -395,6 +401,39 @@ impl VfioPciDevice {
     /// of this device's BARs where they are now).
     pub fn set_bar_placement(&mut self, placement: Arc<dyn BarPlacement>) {
         self.guard.set_placement(placement, &self.shadow.bars());
+    }
+
+    /// From now on a guest write setting Bus Master Enable waits at `gate` until guest RAM
+    /// is DMA-mapped; if that failed, bus mastering stays off.
+    pub fn set_dma_gate(&mut self, gate: Arc<DmaGate>) {
+        self.dma_gate = Some(gate);
+    }
+
+    /// A command-register write that sets Bus Master Enable, once guest RAM is mapped: the
+    /// write as it is, or without that bit when the mapping failed.
+    fn bus_master_when_mapped(&self, offset: u16, data: &[u8]) -> Vec<u8> {
+        let Some(gate) = &self.dma_gate else {
+            return data.to_vec();
+        };
+        if written_bit(offset, data, COMMAND.start, BUS_MASTER_BIT) != Some(true) {
+            return data.to_vec();
+        }
+        if gate.is_pending() {
+            log::debug!(
+                "{}: Bus Master Enable waits for guest RAM's IOMMU mapping",
+                self.name
+            );
+        }
+        match gate.wait() {
+            Ok(()) => data.to_vec(),
+            Err(reason) => {
+                log::error!(
+                    "{}: Bus Master Enable refused: guest RAM is not DMA-mapped ({reason})",
+                    self.name
+                );
+                without_bit(offset, data, COMMAND.start, BUS_MASTER_BIT)
+            }
+        }
     }
 
     /// Whether the BARs are DMA-mapped for peer-to-peer DMA (`p2p=on`).
@@ -626,12 +665,14 @@ impl PciDevice for VfioPciDevice {
             }
         }
         let mut outcome = ConfigWriteOutcome::default();
+        let mut data = data.to_vec();
         if overlaps(offset, data.len(), &COMMAND) {
-            let moved = self.shadow.write(offset, data);
+            data = self.bus_master_when_mapped(offset, &data);
+            let moved = self.shadow.write(offset, &data);
             outcome = self.move_bars(moved);
         }
         self.vfio
-            .region_write(CONFIG_REGION, data, u64::from(offset));
+            .region_write(CONFIG_REGION, &data, u64::from(offset));
         outcome
     }
 
@@ -869,6 +910,47 @@ mod tests {
         let mut pin = [0u8];
         d.read_config(INTERRUPT_PIN, &mut pin);
         assert_eq!(pin, [0]);
+    }
+
+    #[test]
+    fn bus_master_enable_waits_for_the_dma_mapping_and_is_dropped_if_it_failed() {
+        const BME: u16 = 1 << BUS_MASTER_BIT;
+        let command =
+            |fake: &FakeVfioDevice| u16::from_le_bytes([fake.config()[4], fake.config()[5]]);
+        let (mut d, fake, _kvm) = h200();
+        let gate = Arc::new(DmaGate::pending());
+        d.set_dma_gate(gate.clone());
+        // Memory decode alone does not wait.
+        d.write_config(4, &2u16.to_le_bytes());
+        assert_eq!(command(&fake) & (BME | 2), 2);
+        let d = Arc::new(std::sync::Mutex::new(d));
+        let writer = {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                d.lock().unwrap().write_config(4, &(2 | BME).to_le_bytes());
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !writer.is_finished(),
+            "Bus Master Enable went through before the mapping"
+        );
+        assert_eq!(command(&fake) & BME, 0);
+        gate.open();
+        writer.join().unwrap();
+        assert_eq!(command(&fake) & BME, BME);
+
+        let (mut d, fake, _kvm) = h200();
+        let gate = Arc::new(DmaGate::pending());
+        gate.fail("RLIMIT_MEMLOCK".into());
+        d.set_dma_gate(gate);
+        // A dword write of command and status: the rest of the write still lands.
+        write32(&mut d, 4, u32::from(2 | BME));
+        assert_eq!(
+            command(&fake) & (BME | 2),
+            2,
+            "memory decode on, bus master off"
+        );
     }
 
     #[test]

@@ -613,6 +613,13 @@ fn limit(s: &str) -> Option<Option<u64>> {
 
 const CAP_IPC_LOCK: u64 = 1 << 14;
 
+/// Why this process cannot pin `memory` bytes for VFIO (RLIMIT_MEMLOCK without
+/// CAP_IPC_LOCK), with the fix; `None` when it can (or the limit cannot be read).
+pub fn memlock_refusal(memory: u64) -> Option<String> {
+    let f = memlock(&HostRoot::system(), memory).ok()?;
+    (f.status == Status::Fail).then(|| format!("{}: {}", f.message, f.fix.unwrap_or_default()))
+}
+
 fn memlock(root: &HostRoot, memory: u64) -> Result<Finding, HostError> {
     const C: &str = "memlock";
     let limits = read_opt(&root.path("/proc/self/limits"))?.unwrap_or_default();

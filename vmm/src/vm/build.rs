@@ -228,6 +228,7 @@ pub(super) fn build(kvm: &Kvm, config: &VmConfig) -> Result<BuiltVm, VmError> {
             memslots: Arc::new(DeviceMemslots::new(vm.clone(), first_device_slot)),
             bars: &mut bar_allocator,
             iommu: config.iommu,
+            events: events.clone(),
         },
     )?;
 

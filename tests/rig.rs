@@ -196,7 +196,8 @@ fn guest_hostile() {
 
 /// `kill -9` mid-run, then the same nvme works in a new run that replaces the stale API
 /// socket; a live or non-socket API path is refused; SIGTERM gives exit 143 with the device
-/// reset and the socket removed; a serial log on a read-only filesystem fails at start.
+/// reset and the socket removed; a serial log on a read-only filesystem fails at start, and so
+/// does a run whose guest RAM RLIMIT_MEMLOCK (without CAP_IPC_LOCK) would not let VFIO pin.
 #[test]
 fn faults() {
     assert_scenario_passes("faults");

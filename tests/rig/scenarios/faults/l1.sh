@@ -52,6 +52,21 @@ echo "faults: serial on a read-only filesystem: rc=$rc: $out"
 rig_expect serial-readonly-exit 1 "$rc"
 rig_check serial-readonly-message "names $ro" sh -c 'printf "%s" "$1" | grep -qF -- "$2"' _ "$out" "$ro"
 
+# 0b. No CAP_IPC_LOCK and a 1 MiB RLIMIT_MEMLOCK: VFIO could not pin the guest's RAM, so
+# the run is refused before the VM starts, saying so and how to fix it; the nvme stays on
+# vfio-pci and nothing is left armed.
+out=$(capsh --drop=cap_ipc_lock -- -c 'ulimit -l 1024 && exec "$@"' memlock "$CONDUIT" run \
+    --kernel "$L2_KERNEL" --memory "$L2_MEM" --device "$NVME_BDF" 2>&1 < /dev/null)
+rc=$?
+echo "faults: RLIMIT_MEMLOCK 1 MiB without CAP_IPC_LOCK: rc=$rc: $out"
+rig_expect memlock-exit 1 "$rc"
+rig_check memlock-message "says the guest memory cannot be pinned and why" sh -c \
+    'printf "%s" "$1" | grep -qF "conduit: error: cannot pin guest memory for VFIO: RLIMIT_MEMLOCK is 1 MiB, too low to pin $2 of guest memory"' \
+    _ "$out" "$(echo "$L2_MEM" | sed 's/M$/ MiB/')"
+rig_check memlock-device-kept "$NVME_BDF still on vfio-pci" sh -c \
+    '[ "$(basename "$(readlink "/sys/bus/pci/devices/$1/driver")")" = vfio-pci ]' _ "$NVME_BDF"
+rig_check memlock-irqs "no vfio interrupts left in L1" no_vfio_irqs
+
 # 1. kill -9 while L2 uses the nvme.
 start kill
 wait_for "$TMPDIR/kill.out" "RIG-FAULTS l2-up boot=kill" 150 || rig_fail "the first L2 did not come up"

@@ -2,8 +2,9 @@
 # and cached under $RIG_DIR; callers hold the set-up lock.
 
 # Debian packages the rig needs on L0 (QEMU separately: setup_qemu).
-# jq: scenario scripts in L1 read conduit's JSON output with L0's jq.
-RIG_PACKAGES=(busybox-static kmod cpio jq)
+# jq: scenario scripts in L1 read conduit's JSON output with L0's jq; libcap2-bin: capsh
+# (faults drops CAP_IPC_LOCK).
+RIG_PACKAGES=(busybox-static kmod cpio jq libcap2-bin)
 # L1's emulator must be QEMU 10 or newer. With bookworm's 7.2, L1 crashed in runs with
 # many short L2 lifetimes: "stack guard page was hit" in error_entry in the L2 VMM's vCPU
 # thread, soft lockups in swapper and kworkers, L1 silent (4 of 9 api-leaks runs, and the

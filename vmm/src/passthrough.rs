@@ -379,7 +379,7 @@ fn map_ram_in_background(
                 Ok(()) => {
                     log::debug!(
                         "guest RAM ({} MiB) DMA-mapped through {} in {} ms",
-                        memory.iter().map(|r| r.len()).sum::<u64>() >> 20,
+                        bytes >> 20,
                         backend.name(),
                         started.elapsed().as_millis()
                     );

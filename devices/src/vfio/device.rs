@@ -7,6 +7,7 @@
 //! device. Guest BAR moves are checked ([`super::bar_guard`]) before they are mapped; MSI-X
 //! takes precedence over MSI ([`super::interrupt_mode`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -411,12 +412,12 @@ impl VfioPciDevice {
 
     /// A command-register write that sets Bus Master Enable, once guest RAM is mapped: the
     /// write as it is, or without that bit when the mapping failed.
-    fn bus_master_when_mapped(&self, offset: u16, data: &[u8]) -> Vec<u8> {
+    fn bus_master_when_mapped<'a>(&self, offset: u16, data: &'a [u8]) -> Cow<'a, [u8]> {
         let Some(gate) = &self.dma_gate else {
-            return data.to_vec();
+            return Cow::Borrowed(data);
         };
         if written_bit(offset, data, COMMAND.start, BUS_MASTER_BIT) != Some(true) {
-            return data.to_vec();
+            return Cow::Borrowed(data);
         }
         if gate.is_pending() {
             log::debug!(
@@ -425,13 +426,13 @@ impl VfioPciDevice {
             );
         }
         match gate.wait() {
-            Ok(()) => data.to_vec(),
+            Ok(()) => Cow::Borrowed(data),
             Err(reason) => {
                 log::error!(
                     "{}: Bus Master Enable refused: guest RAM is not DMA-mapped ({reason})",
                     self.name
                 );
-                without_bit(offset, data, COMMAND.start, BUS_MASTER_BIT)
+                Cow::Owned(without_bit(offset, data, COMMAND.start, BUS_MASTER_BIT))
             }
         }
     }
@@ -665,12 +666,14 @@ impl PciDevice for VfioPciDevice {
             }
         }
         let mut outcome = ConfigWriteOutcome::default();
-        let mut data = data.to_vec();
-        if overlaps(offset, data.len(), &COMMAND) {
-            data = self.bus_master_when_mapped(offset, &data);
+        let data = if overlaps(offset, data.len(), &COMMAND) {
+            let data = self.bus_master_when_mapped(offset, data);
             let moved = self.shadow.write(offset, &data);
             outcome = self.move_bars(moved);
-        }
+            data
+        } else {
+            Cow::Borrowed(data)
+        };
         self.vfio
             .region_write(CONFIG_REGION, &data, u64::from(offset));
         outcome

@@ -17,7 +17,7 @@ driver_of() { # driver_of BDF: the name of its driver, or none
 wait_disk() {
     _i=0
     while :; do
-        _d=$(rig_disk_of "$1") && [ -b "$_d" ] && echo "$_d" && return 0
+        _d=$(rig_disk_of "$1") && echo "$_d" && return 0
         [ "$_i" -ge "$2" ] && return 1
         sleep 1
         _i=$((_i + 1))

@@ -46,7 +46,7 @@ disk_reads_a() {
         sleep 1
         _i=$((_i + 1))
     done
-    rig_wait_for "$_d" 10 && rig_sector_is "$_d" 0 A && rig_sector_is "$_d" 2047 A
+    rig_sector_is "$_d" 0 A && rig_sector_is "$_d" 2047 A
 }
 
 # ---- the starting point ----------------------------------------------------

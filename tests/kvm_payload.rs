@@ -75,6 +75,20 @@ impl Asm {
         }
         a
     }
+    /// With dx = 0xCF8: one more config-address write (0x8000_f800), then prints what
+    /// 0xCF8 reads back and the host bridge's ID dword (0x8000_0000 through 0xCFC).
+    fn print_last_address_and_bridge_id(self) -> Self {
+        self.mov_eax(0x8000_f800)
+            .out_d()
+            .in_d()
+            .print_eax_bytes()
+            .mov_dx(0xcf8)
+            .mov_eax(0x8000_0000)
+            .out_d()
+            .mov_dx(0xcfc)
+            .in_d()
+            .print_eax_bytes()
+    }
     /// S5 through the ACPI PM1a control register: SLP_TYP=5, SLP_EN.
     fn acpi_poweroff(self) -> Self {
         self.mov_dx(0x604)
@@ -190,16 +204,7 @@ fn config_address_writes_take_effect_in_order() {
         .mov_dx(0xcf8)
         .mov_eax(0x8000_1000)
         .out_d()
-        .mov_eax(0x8000_f800)
-        .out_d()
-        .in_d()
-        .print_eax_bytes()
-        .mov_dx(0xcf8)
-        .mov_eax(0x8000_0000)
-        .out_d()
-        .mov_dx(0xcfc)
-        .in_d()
-        .print_eax_bytes()
+        .print_last_address_and_bridge_id()
         .mov_dx(0xcf8);
     // mov ecx, 400
     code.0.extend_from_slice(&[0x66, 0xb9]);
@@ -209,19 +214,7 @@ fn config_address_writes_take_effect_in_order() {
         .extend_from_slice(&[0x66, 0x89, 0xc8, 0x66, 0xc1, 0xe0, 0x08, 0x66, 0x0d]);
     code.0.extend_from_slice(&0x8000_0000u32.to_le_bytes());
     code.0.extend_from_slice(&[0x66, 0xef, 0xe2, 0xef]);
-    let code = code
-        .mov_eax(0x8000_f800)
-        .out_d()
-        .in_d()
-        .print_eax_bytes()
-        .mov_dx(0xcf8)
-        .mov_eax(0x8000_0000)
-        .out_d()
-        .mov_dx(0xcfc)
-        .in_d()
-        .print_eax_bytes()
-        .acpi_poweroff()
-        .0;
+    let code = code.print_last_address_and_bridge_id().acpi_poweroff().0;
     let (outcome, out) = run(code, 1, "pci-order");
     assert_eq!(outcome, Outcome::PowerOff);
     assert_eq!(out.len(), 16, "four dwords: {out:02x?}");

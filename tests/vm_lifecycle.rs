@@ -155,6 +155,31 @@ fn guest_reset_follows_on_reboot() {
     assert!(read(&log).chars().all(|c| c == 'r'), "{}", read(&log));
 }
 
+/// A kill that lands while the guest resets must stop the VM, not be lost in the rebuild
+/// (seen under load: `kill` waited forever while the VM restarted thousands of times).
+#[test]
+fn a_kill_racing_a_guest_reset_stops_a_restarting_vm() {
+    let dir = TempDir::new("lifecycle");
+    let code = Asm::default().print("r").i8042_reset();
+    for round in 0..30u64 {
+        let (mut c, log) = config(&dir, &format!("kill-race-{round}"), &code);
+        c.on_reboot = OnReboot::Restart;
+        let vm = std::sync::Arc::new(Vm::create(c).unwrap());
+        vm.boot().unwrap();
+        wait_until("a first reset", LIMIT, || !read(&log).is_empty());
+        // Kill at varying moments of the reset/rebuild cycle.
+        std::thread::sleep(Duration::from_micros(round * 300));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let killer = vm.clone();
+        std::thread::spawn(move || tx.send(killer.kill()).unwrap());
+        let outcome = rx
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("round {round}: kill did not return within {LIMIT:?}"));
+        assert_eq!(outcome.unwrap(), Outcome::ForcedOff, "round {round}");
+        assert_eq!(vm.state(), VmState::Shutdown);
+    }
+}
+
 #[test]
 fn create_checks_config_and_files_and_a_failed_boot_leaves_the_vm_created() {
     let dir = TempDir::new("lifecycle");

@@ -42,6 +42,7 @@ pub enum Outcome {
 /// Requests from the host (API, CLI, library user) to a running VM's main loop.
 pub struct HostControl {
     stop: EventFd,
+    stop_requested: AtomicBool,
     reboot: EventFd,
     reboot_requested: AtomicBool,
 }
@@ -51,6 +52,7 @@ impl HostControl {
     pub fn new() -> std::io::Result<Self> {
         Ok(Self {
             stop: EventFd::new(libc::EFD_NONBLOCK)?,
+            stop_requested: AtomicBool::new(false),
             reboot: EventFd::new(libc::EFD_NONBLOCK)?,
             reboot_requested: AtomicBool::new(false),
         })
@@ -58,6 +60,7 @@ impl HostControl {
 
     /// Stops the VM now ([`Outcome::ForcedOff`]).
     pub fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::Release);
         if let Err(e) = self.stop.write(1) {
             log::error!("cannot ask the VM loop to stop: {e}");
         }
@@ -70,6 +73,12 @@ impl HostControl {
         if let Err(e) = self.reboot.write(1) {
             log::error!("cannot ask the VM loop to reboot: {e}");
         }
+    }
+
+    /// Whether [`Self::request_stop`] was called: a run that ended otherwise at the same
+    /// moment (the guest reset) must not be rebuilt, or the stop would be lost.
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
     }
 
     /// Whether [`Self::request_reboot`] was called (and clears it).

@@ -596,6 +596,10 @@ fn vm_thread(
         drop(vm);
         let host_reboot = control.take_reboot_request();
         match result {
+            // A kill that raced with a guest reset: the host's stop wins.
+            Ok(Outcome::Reset) if control.stop_requested() => {
+                return shared.finish(StopInfo::Outcome(Outcome::ForcedOff))
+            }
             Ok(Outcome::Reset) if host_reboot || config.on_reboot == OnReboot::Restart => {
                 log::info!("guest rebooted: rebuilding the VM");
                 shared.update(|l| l.state = VmState::Booting);

@@ -32,7 +32,7 @@ pub enum Outcome {
     Reset,
     /// The VMM got SIGINT or SIGTERM (set by the CLI, which handles signals).
     Signal(i32),
-    /// A vCPU failed.
+    /// A vCPU, or a thread working for the VM (DMA-mapping its RAM), failed; the detail says what.
     VcpuFailed(String),
     /// The host stopped the VM without the guest's consent: a shutdown that timed out, or
     /// a kill.

@@ -55,9 +55,14 @@ pub enum PassthroughError {
         /// Why.
         reason: String,
     },
-    /// DMA-mapping guest RAM failed.
-    #[error("cannot DMA-map guest memory into the IOMMU: {0} (is RLIMIT_MEMLOCK large enough for the guest memory? `ulimit -l`)")]
-    DmaMap(String),
+    /// DMA-mapping guest RAM failed; `hint` names the host limit that refused it, if known.
+    #[error("cannot DMA-map guest memory into the IOMMU: {detail}{hint}")]
+    DmaMap {
+        /// What failed, with the kernel's error.
+        detail: String,
+        /// `" (...)"`: the likely cause and its fix, or empty.
+        hint: &'static str,
+    },
     /// This process may not pin the guest's memory.
     #[error("cannot pin guest memory for VFIO: {0}")]
     Memlock(String),
@@ -128,15 +133,24 @@ impl Backend {
     ///
     /// # Safety
     /// `mem` must stay mapped until [`Self::unmap`] (Passthrough keeps a clone of it).
-    unsafe fn map(&self, mem: &GuestMemoryMmap) -> Result<(), String> {
+    unsafe fn map(&self, mem: &GuestMemoryMmap) -> Result<(), PassthroughError> {
+        let failed = |region: Option<u64>, e: &vfio_ioctls::VfioError| {
+            let at = region.map_or(String::new(), |a| format!("region at {a:#x}: "));
+            PassthroughError::DmaMap {
+                detail: format!("{at}{}", chain(e)),
+                hint: dma_map_hint(errno_of(e)),
+            }
+        };
         match self {
-            // SAFETY: as the caller promises.
-            Backend::Type1(c) => unsafe { c.vfio_map_guest_memory(mem) }.map_err(|e| e.to_string()),
+            Backend::Type1(c) => {
+                // SAFETY: as the caller promises.
+                unsafe { c.vfio_map_guest_memory(mem) }.map_err(|e| failed(None, &e))
+            }
             Backend::Iommufd(i) => {
                 for r in mem.iter() {
                     // SAFETY: as the caller promises; the range is one live guest region.
                     unsafe { i.vfio_dma_map(r.start_addr().0, r.len() as usize, r.as_ptr()) }
-                        .map_err(|e| format!("region at {:#x}: {e}", r.start_addr().0))?;
+                        .map_err(|e| failed(Some(r.start_addr().0), &e))?;
                 }
                 Ok(())
             }
@@ -197,6 +211,38 @@ impl DmaMapper for IommuDma {
             Backend::Iommufd(i) => i.vfio_dma_unmap(iova, len),
         }
         .map_err(|e| HookError(chain(&e)))
+    }
+}
+
+/// The OS error number somewhere in `e`'s chain of sources.
+fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(sys) = err.downcast_ref::<vmm_sys_util::errno::Error>() {
+            return Some(sys.errno());
+        }
+        if let Some(n) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+        {
+            return Some(n);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// What refuses a DMA map of guest RAM, by its errno: the memlock limit (ENOMEM, from
+/// pinning) or type1's limit on the number of mappings (ENOSPC).
+fn dma_map_hint(errno: Option<i32>) -> &'static str {
+    match errno {
+        Some(libc::ENOMEM) => {
+            " (is RLIMIT_MEMLOCK large enough for the guest memory? `ulimit -l`, or run with CAP_IPC_LOCK)"
+        }
+        Some(libc::ENOSPC) => {
+            " (the container's limit on DMA mappings is reached: /sys/module/vfio_iommu_type1/parameters/dma_entry_limit)"
+        }
+        _ => "",
     }
 }
 
@@ -387,7 +433,7 @@ fn map_ram_in_background(
                     true
                 }
                 Err(e) => {
-                    let e = PassthroughError::DmaMap(e).to_string();
+                    let e = e.to_string();
                     gate.fail(e.clone());
                     events.fail(e);
                     false
@@ -572,7 +618,7 @@ pub fn attach(
 
 #[cfg(test)]
 mod tests {
-    use super::chain;
+    use super::{chain, dma_map_hint, errno_of, PassthroughError};
 
     #[derive(Debug, thiserror::Error)]
     #[error("failed iommufd ioctl")]
@@ -593,5 +639,32 @@ mod tests {
             chain(&ShowsItsSource(efault())),
             "map: Bad address (os error 14)"
         );
+    }
+
+    #[test]
+    fn a_failed_guest_map_names_the_limit_behind_its_errno() {
+        let type1 =
+            |errno| vfio_ioctls::VfioError::IommuDmaMap(vmm_sys_util::errno::Error::new(errno));
+        let message = |errno| {
+            let e = type1(errno);
+            PassthroughError::DmaMap {
+                detail: chain(&e),
+                hint: dma_map_hint(errno_of(&e)),
+            }
+            .to_string()
+        };
+        assert_eq!(errno_of(&type1(libc::ENOSPC)), Some(libc::ENOSPC));
+        assert_eq!(
+            errno_of(&Outer(std::io::Error::from_raw_os_error(libc::ENOMEM))),
+            Some(libc::ENOMEM)
+        );
+        let enospc = message(libc::ENOSPC);
+        assert!(enospc.contains("No space left on device"), "{enospc}");
+        assert!(enospc.ends_with("(the container's limit on DMA mappings is reached: /sys/module/vfio_iommu_type1/parameters/dma_entry_limit)"), "{enospc}");
+        let enomem = message(libc::ENOMEM);
+        assert!(enomem.contains("RLIMIT_MEMLOCK"), "{enomem}");
+        assert!(!enomem.contains("dma_entry_limit"), "{enomem}");
+        let efault = message(libc::EFAULT);
+        assert!(efault.ends_with("Bad address (os error 14)"), "{efault}");
     }
 }

@@ -314,6 +314,7 @@ impl BuiltVm {
         let vcpus = std::mem::take(&mut self.vcpus);
         let threads = vcpu::spawn_all(vcpus, self.buses.clone(), self.events.clone(), filters)
             .map_err(os("starting vCPU threads"))?;
+        log::info!("started {} vCPU thread(s)", threads.len());
         let outcome = loop {
             if let Err(e) = manager.run() {
                 log::error!("event loop: {e:?}");

@@ -67,6 +67,31 @@ rig_check memlock-device-kept "$NVME_BDF still on vfio-pci" sh -c \
     '[ "$(basename "$(readlink "/sys/bus/pci/devices/$1/driver")")" = vfio-pci ]' _ "$NVME_BDF"
 rig_check memlock-irqs "no vfio interrupts left in L1" no_vfio_irqs
 
+# 0c. The DMA map of guest RAM, which runs on a thread of its own beside the VM's build
+# and boot, fails: type1's limit on DMA mappings set to 0 makes VFIO_IOMMU_MAP_DMA fail
+# with ENOSPC. The VM (its vCPU started) stops with the error and the limit named, exit 1,
+# the device stays on vfio-pci, nothing is left armed.
+LIMIT=/sys/module/vfio_iommu_type1/parameters/dma_entry_limit
+[ -w "$LIMIT" ] || rig_fail "no writable $LIMIT in L1"
+saved_limit=$(cat "$LIMIT")
+echo 0 > "$LIMIT"
+out=$(timeout 120 "$CONDUIT" run --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" \
+    --cmdline "$L2_CMDLINE rig.boot=dma-fail" --memory "$L2_MEM" --device "$NVME_BDF" \
+    --serial off 2>&1 < /dev/null)
+rc=$?
+echo "$saved_limit" > "$LIMIT"
+echo "faults: DMA map refused (dma_entry_limit 0): rc=$rc: $out"
+rig_expect dma-fail-exit 1 "$rc"
+rig_check dma-fail-message "says the DMA map failed and names the limit" sh -c \
+    'printf "%s" "$1" | grep -q "conduit: error: cannot DMA-map guest memory into the IOMMU: .*No space left on device.*dma_entry_limit"' _ "$out"
+rig_check dma-fail-vcpus "the vCPUs had started before the VM stopped" sh -c \
+    'printf "%s" "$1" | grep -qF "started 1 vCPU thread(s)"' _ "$out"
+rig_check dma-fail-device-kept "$NVME_BDF still on vfio-pci" sh -c \
+    '[ "$(basename "$(readlink "/sys/bus/pci/devices/$1/driver")")" = vfio-pci ]' _ "$NVME_BDF"
+rig_check dma-fail-irqs "no vfio interrupts left in L1" wait_no_vfio_irqs 10
+rig_check dma-fail-gone "no conduit process left" sh -c '! pidof conduit > /dev/null'
+rig_expect dma-limit-restored "$saved_limit" "$(cat "$LIMIT")"
+
 # 1. kill -9 while L2 uses the nvme.
 start kill
 wait_for "$TMPDIR/kill.out" "RIG-FAULTS l2-up boot=kill" 150 || rig_fail "the first L2 did not come up"

@@ -162,7 +162,10 @@ fn handle_exit(index: u32, exit: VcpuExit<'_>, buses: &IoBuses, events: &VmEvent
             buses.apply_bar_moves();
         }
         VcpuExit::Shutdown => {
-            // A triple fault: on a PC that resets the machine.
+            // A triple fault: on a PC that resets the machine. Said at warn level: it is
+            // usually a guest crash, which the guest cannot report itself. (Its registers
+            // are not worth printing: on AMD, KVM has already reset them.)
+            log::warn!("vCPU {index}: the guest triple-faulted: the machine resets");
             signal(&events.reset);
             return Flow::Stop;
         }

@@ -1,4 +1,4 @@
-# L2 side: boot 1 writes pattern R at sector 8192 and reboots; boot 2 (a rebuilt VM, the
+# L2 side: boot 1 writes pattern R at sector 8192 and reboots by a triple fault; boot 2 (a rebuilt VM, the
 # device reset in between) finds R, reads pattern A, and its nvme interrupts fire.
 disk=/dev/nvme0n1
 rig_wait_for "$disk" 30 || rig_fail "no $disk"
@@ -18,6 +18,8 @@ if rig_sector_is "$disk" 8192 R; then
 else
     echo "vfio-reboot: first boot, marking the disk and rebooting"
     rig_pattern R 8192 | dd of="$disk" bs=512 seek=8192 count=1 oflag=direct conv=fsync 2>/dev/null
+    # The kernel reboots by a triple fault (no IDT, int3): Conduit must report it.
+    echo triple > /sys/kernel/reboot/type || echo "vfio-reboot: cannot pick the triple-fault reboot"
     reboot -f
     sleep 30
 fi

@@ -26,10 +26,11 @@ jq_true() { jq -e "$@" "$BODY" > /dev/null; }
 body_is() {
     rig_check "$1" "$2 on $(head -c 600 "$BODY")" jq_true "$2"
 }
-# wait_log PATTERN COUNT SECONDS: until serve's output has COUNT lines matching PATTERN.
+# wait_log PATTERN COUNT SECONDS: until serve's output has PATTERN COUNT times. Matches, not
+# lines: a guest stopped mid-line leaves no newline, so the next guest's first line joins it.
 wait_log() {
     _i=0
-    while [ "$(grep -c -- "$1" "$LOG" 2>/dev/null)" -lt "$2" ]; do
+    while [ "$(grep -o -- "$1" "$LOG" 2>/dev/null | wc -l)" -lt "$2" ]; do
         [ "$_i" -ge "$(($3 * 5))" ] && return 1
         sleep 0.2
         _i=$((_i + 1))

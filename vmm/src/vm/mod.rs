@@ -164,6 +164,12 @@ impl Shared {
     }
 
     fn finish(&self, stopped: StopInfo) {
+        // For embedders (`conduit serve`): why a VM stopped, in the log as well as in
+        // vm.info. Info level: `conduit run` says it itself.
+        log::info!(
+            "the VM stopped: {}",
+            serde_json::to_string(&stopped).unwrap_or_default()
+        );
         self.update(|l| {
             l.state = VmState::Shutdown;
             l.run = None;

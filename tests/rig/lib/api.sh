@@ -28,20 +28,8 @@ body_is() {
 }
 # wait_log PATTERN COUNT SECONDS: until serve's output has PATTERN COUNT times. Matches, not
 # lines: a guest stopped mid-line leaves no newline, so the next guest's first line joins it.
-wait_log() {
-    _i=0
-    while [ "$(grep -o -- "$1" "$LOG" 2>/dev/null | wc -l)" -lt "$2" ]; do
-        [ "$_i" -ge "$(($3 * 5))" ] && return 1
-        sleep 0.2
-        _i=$((_i + 1))
-    done
-}
+log_has() { [ "$(grep -o -- "$1" "$LOG" 2> /dev/null | wc -l)" -ge "$2" ]; }
+wait_log() { rig_until "$3" log_has "$1" "$2"; }
 # wait_api: until the server answers vmm.ping (10 s at most), else give up.
-wait_api() {
-    _i=0
-    until [ "$(api GET vmm.ping 2> /dev/null)" = 200 ]; do
-        [ "$_i" -ge 50 ] && rig_fail "conduit serve did not answer on $S"
-        sleep 0.2
-        _i=$((_i + 1))
-    done
-}
+pings() { [ "$(api GET vmm.ping 2> /dev/null)" = 200 ]; }
+wait_api() { rig_until 10 pings || rig_fail "conduit serve did not answer on $S"; }

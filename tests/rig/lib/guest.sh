@@ -30,15 +30,20 @@ rig_fail() {
     exit 1
 }
 
-# rig_wait_for PATH SECONDS: wait until PATH exists; fails after SECONDS.
-rig_wait_for() {
-    _i=0
-    while [ ! -e "$1" ]; do
-        [ "$_i" -ge "$2" ] && return 1
-        sleep 1
-        _i=$((_i + 1))
+# rig_until SECONDS CMD [ARG...]: runs CMD every 0.2 s until it succeeds; fails when SECONDS
+# go by without. The one polling loop of the rig scripts (L1 and L2).
+rig_until() {
+    _until_left=$(($1 * 5))
+    shift
+    until "$@"; do
+        [ "$_until_left" -le 0 ] && return 1
+        sleep 0.2
+        _until_left=$((_until_left - 1))
     done
 }
+
+# rig_wait_for PATH SECONDS: wait until PATH exists; fails after SECONDS.
+rig_wait_for() { rig_until "$2" test -e "$1"; }
 
 # rig_find_pci VENDOR:DEVICE (0x1af4:0x1110): the sysfs directory of the first such PCI
 # function; fails when there is none.

@@ -13,24 +13,10 @@ NS=$TMPDIR/not-a-socket
 command -v curl > /dev/null || rig_fail "no curl on L0"
 ping_api() { curl -sS --max-time 10 --unix-socket "$S" -o /dev/null -w '%{http_code}' http://localhost/api/v1/vmm.ping 2>/dev/null; }
 # wait_for FILE PATTERN SECONDS
-wait_for() {
-    _i=0
-    while ! grep -q -- "$2" "$1" 2>/dev/null; do
-        [ "$_i" -ge "$(($3 * 5))" ] && return 1
-        sleep 0.2
-        _i=$((_i + 1))
-    done
-}
+wait_for() { rig_until "$3" grep -q -- "$2" "$1" 2> /dev/null; }
 no_vfio_irqs() { ! grep -q vfio /proc/interrupts; }
 # wait_no_vfio_irqs SECONDS: the kernel may release the device's interrupts a moment later.
-wait_no_vfio_irqs() {
-    _i=0
-    while ! no_vfio_irqs; do
-        [ "$_i" -ge "$(($1 * 5))" ] && return 1
-        sleep 0.2
-        _i=$((_i + 1))
-    done
-}
+wait_no_vfio_irqs() { rig_until "$1" no_vfio_irqs; }
 # start BOOT: conduit in the background, its output on the console and in $TMPDIR/BOOT.out;
 # its pid in $TMPDIR/BOOT.pid, its exit status as "RIG-FAULTS rc=N" at the end of the output.
 start() {

@@ -14,24 +14,10 @@ driver_of() { # driver_of BDF: the name of its driver, or none
     _l=$(readlink "/sys/bus/pci/devices/$1/driver") && basename "$_l" || echo none
 }
 # wait_disk BDF SECONDS: wait for the device's disk and its /dev node; print it.
-wait_disk() {
-    _i=0
-    while :; do
-        _d=$(rig_disk_of "$1") && echo "$_d" && return 0
-        [ "$_i" -ge "$2" ] && return 1
-        sleep 1
-        _i=$((_i + 1))
-    done
-}
+wait_disk() { rig_until "$2" rig_disk_of "$1"; }
 # wait_no_disk BDF SECONDS: wait until the device has no disk any more.
-wait_no_disk() {
-    _i=0
-    while rig_disk_of "$1" > /dev/null; do
-        [ "$_i" -ge "$2" ] && return 1
-        sleep 1
-        _i=$((_i + 1))
-    done
-}
+no_disk() { ! rig_disk_of "$1" > /dev/null; }
+wait_no_disk() { rig_until "$2" no_disk "$1"; }
 matches() { case $1 in $2) return 0 ;; esac; return 1; }
 group_of() { basename "$(readlink "/sys/bus/pci/devices/$1/iommu_group")"; }
 reads_a() { rig_sector_is "$1" 0 A && rig_sector_is "$1" 2047 A; }

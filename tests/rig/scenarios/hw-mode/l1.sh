@@ -39,13 +39,7 @@ show() { # show NAME: the output of inner run NAME, then its log (kept as $T/NAM
 no_records() { [ ! -e "$state" ] || ! grep -q address "$state"; }
 # disk_reads_a: L1's nvme driver has the nvme's disk back, with pattern A.
 disk_reads_a() {
-    _i=0
-    while :; do
-        _d=$(rig_disk_of "$NVME_BDF") && break
-        [ $_i -ge 30 ] && return 1
-        sleep 1
-        _i=$((_i + 1))
-    done
+    _d=$(rig_until 30 rig_disk_of "$NVME_BDF") || return 1
     rig_sector_is "$_d" 0 A && rig_sector_is "$_d" 2047 A
 }
 

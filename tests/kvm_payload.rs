@@ -75,6 +75,15 @@ impl Asm {
         }
         a
     }
+    /// Selects `address` through 0xCF8 and prints the config dword 0xCFC reads.
+    fn print_config_dword(self, address: u32) -> Self {
+        self.mov_dx(0xcf8)
+            .mov_eax(address)
+            .out_d()
+            .mov_dx(0xcfc)
+            .in_d()
+            .print_eax_bytes()
+    }
     /// With dx = 0xCF8: one more config-address write (0x8000_f800), then prints what
     /// 0xCF8 reads back and the host bridge's ID dword (0x8000_0000 through 0xCFC).
     fn print_last_address_and_bridge_id(self) -> Self {
@@ -82,12 +91,7 @@ impl Asm {
             .out_d()
             .in_d()
             .print_eax_bytes()
-            .mov_dx(0xcf8)
-            .mov_eax(0x8000_0000)
-            .out_d()
-            .mov_dx(0xcfc)
-            .in_d()
-            .print_eax_bytes()
+            .print_config_dword(0x8000_0000)
     }
     /// S5 through the ACPI PM1a control register: SLP_TYP=5, SLP_EN.
     fn acpi_poweroff(self) -> Self {
@@ -164,18 +168,8 @@ fn i8042_reset_ends_the_vm_as_a_reboot() {
 fn host_bridge_is_visible_through_config_ports() {
     // Read vendor/device of 00:00.0 through 0xCF8/0xCFC, and of an empty slot (00:1f.0).
     let code = Asm::default()
-        .mov_dx(0xcf8)
-        .mov_eax(0x8000_0000)
-        .out_d()
-        .mov_dx(0xcfc)
-        .in_d()
-        .print_eax_bytes()
-        .mov_dx(0xcf8)
-        .mov_eax(0x8000_f800)
-        .out_d()
-        .mov_dx(0xcfc)
-        .in_d()
-        .print_eax_bytes()
+        .print_config_dword(0x8000_0000)
+        .print_config_dword(0x8000_f800)
         .acpi_poweroff()
         .0;
     let (outcome, out) = run(code, 1, "pci");

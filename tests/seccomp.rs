@@ -141,15 +141,11 @@ fn a_library_vm_runs_its_vm_and_vcpu_threads_under_their_filters() {
     wait_until("the payload to start", LIMIT, || read(&log) == "up\n");
     // vcpu0 prints while vcpu1's thread may still be starting (named and filtered by
     // itself): wait for it to have its filters, then check every thread.
-    let vcpu1_filtered = || {
+    wait_until("vcpu1 to install its filter", LIMIT, || {
         thread_filters(std::process::id())
             .iter()
             .any(|t| t.0 == "vcpu1" && t.2 == 2)
-    };
-    let t = std::time::Instant::now();
-    while !vcpu1_filtered() && t.elapsed() < LIMIT {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    });
     let threads = thread_filters(std::process::id());
     let of = |name: &str| threads.iter().find(|t| t.0 == name).cloned();
     // Seccomp 2 = filter mode. The VM thread: vmm; vCPUs: vmm (inherited) and vcpu.

@@ -134,23 +134,16 @@ impl Backend {
     /// # Safety
     /// `mem` must stay mapped until [`Self::unmap`] (Passthrough keeps a clone of it).
     unsafe fn map(&self, mem: &GuestMemoryMmap) -> Result<(), PassthroughError> {
-        let failed = |region: Option<u64>, e: &vfio_ioctls::VfioError| {
-            let at = region.map_or(String::new(), |a| format!("region at {a:#x}: "));
-            PassthroughError::DmaMap {
-                detail: format!("{at}{}", chain(e)),
-                hint: dma_map_hint(errno_of(e)),
-            }
-        };
         match self {
             Backend::Type1(c) => {
                 // SAFETY: as the caller promises.
-                unsafe { c.vfio_map_guest_memory(mem) }.map_err(|e| failed(None, &e))
+                unsafe { c.vfio_map_guest_memory(mem) }.map_err(|e| dma_map_failed(None, &e))
             }
             Backend::Iommufd(i) => {
                 for r in mem.iter() {
                     // SAFETY: as the caller promises; the range is one live guest region.
                     unsafe { i.vfio_dma_map(r.start_addr().0, r.len() as usize, r.as_ptr()) }
-                        .map_err(|e| failed(Some(r.start_addr().0), &e))?;
+                        .map_err(|e| dma_map_failed(Some(r.start_addr().0), &e))?;
                 }
                 Ok(())
             }
@@ -211,6 +204,16 @@ impl DmaMapper for IommuDma {
             Backend::Iommufd(i) => i.vfio_dma_unmap(iova, len),
         }
         .map_err(|e| HookError(chain(&e)))
+    }
+}
+
+/// The error of a failed DMA map of guest RAM (of the region at `region`, when mapped one
+/// region at a time), with the hint its errno calls for.
+fn dma_map_failed(region: Option<u64>, e: &vfio_ioctls::VfioError) -> PassthroughError {
+    let at = region.map_or(String::new(), |a| format!("region at {a:#x}: "));
+    PassthroughError::DmaMap {
+        detail: format!("{at}{}", chain(e)),
+        hint: dma_map_hint(errno_of(e)),
     }
 }
 
@@ -618,7 +621,7 @@ pub fn attach(
 
 #[cfg(test)]
 mod tests {
-    use super::{chain, dma_map_hint, errno_of, PassthroughError};
+    use super::{chain, dma_map_failed, errno_of};
 
     #[derive(Debug, thiserror::Error)]
     #[error("failed iommufd ioctl")]
@@ -645,14 +648,7 @@ mod tests {
     fn a_failed_guest_map_names_the_limit_behind_its_errno() {
         let type1 =
             |errno| vfio_ioctls::VfioError::IommuDmaMap(vmm_sys_util::errno::Error::new(errno));
-        let message = |errno| {
-            let e = type1(errno);
-            PassthroughError::DmaMap {
-                detail: chain(&e),
-                hint: dma_map_hint(errno_of(&e)),
-            }
-            .to_string()
-        };
+        let message = |errno| dma_map_failed(None, &type1(errno)).to_string();
         assert_eq!(errno_of(&type1(libc::ENOSPC)), Some(libc::ENOSPC));
         assert_eq!(
             errno_of(&Outer(std::io::Error::from_raw_os_error(libc::ENOMEM))),
@@ -664,6 +660,12 @@ mod tests {
         let enomem = message(libc::ENOMEM);
         assert!(enomem.contains("RLIMIT_MEMLOCK"), "{enomem}");
         assert!(!enomem.contains("dma_entry_limit"), "{enomem}");
+        let per_region = dma_map_failed(Some(0x10_0000), &type1(libc::ENOSPC)).to_string();
+        assert!(
+            per_region
+                .starts_with("cannot DMA-map guest memory into the IOMMU: region at 0x100000: "),
+            "{per_region}"
+        );
         let efault = message(libc::EFAULT);
         assert!(efault.ends_with("Bad address (os error 14)"), "{efault}");
     }
